@@ -1,0 +1,1 @@
+"""Raw files -> processed AnnData: fetching pinned sources, readers, validation, simulators."""

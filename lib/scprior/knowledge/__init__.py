@@ -1,0 +1,1 @@
+"""Gene knowledge: gene tables (symbols, positions, orthologs, GO, regulons) and gene embeddings."""

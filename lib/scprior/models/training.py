@@ -1,0 +1,211 @@
+"""The one training loop: seeded, device-aware, progress bar, early stopping on validation loss,
+atomic checkpoints of the best model. Every model in scprior trains through :func:`fit`.
+
+A model supplies a *loss function* ``loss_fn(model, batch, epoch) -> dict[str, Tensor]`` whose
+``"loss"`` entry is minimised; other entries (scalars) are logged. Multi-phase recipes (e.g.
+pretraining then metric learning) call :func:`fit` once per phase with different loss functions.
+The best epoch is chosen on the validation loss only, never on labels of evaluated cells.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from scprior.runtime import pick_device, seed_everything
+
+LossFn = Callable[[nn.Module, Any, int], Mapping[str, torch.Tensor]]
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one :func:`fit` call."""
+
+    max_epochs: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"  # adam | adamw | sgd
+    lr_decay: float | None = None  # ExponentialLR gamma per epoch
+    patience: int | None = 10  # epochs without val improvement before stopping; None = never
+    min_delta: float = 0.0
+    grad_clip: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    progress: bool = True
+    desc: str = "train"
+
+
+@dataclass
+class TrainResult:
+    """What :func:`fit` returns: per-epoch history, the best epoch and its validation loss."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_loss: float = math.inf
+    stopped_early: bool = False
+    checkpoint: str | None = None
+    device: str = "cpu"
+    seconds: float = 0.0
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+def move_to(batch: Any, device: str) -> Any:
+    """Move tensors (also inside dicts, lists, tuples) to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: move_to(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(move_to(v, device) for v in batch)
+    return batch
+
+
+def _optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError("The model has no trainable parameters.")
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=0.9)
+    raise ValueError(f"Unknown optimizer {cfg.optimizer!r}; use 'adam', 'adamw' or 'sgd'.")
+
+
+def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``state`` with :func:`torch.save` atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(dict(state), tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _run_epoch(model, loss_fn, loader, epoch, device, optimizer=None, grad_clip=None) -> dict[str, float]:
+    train = optimizer is not None
+    model.train(train)
+    sums: dict[str, float] = {}
+    n = 0
+    with torch.set_grad_enabled(train):
+        for batch in loader:
+            batch = move_to(batch, device)
+            out = loss_fn(model, batch, epoch)
+            loss = out["loss"]
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"Loss became {loss.item()} at epoch {epoch}; lower the learning rate or check the input for NaN."
+                )
+            if train:
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if grad_clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                optimizer.step()
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            n += 1
+    if n == 0:
+        raise ValueError("The data loader yielded no batches; is the split empty?")
+    return {k: v / n for k, v in sums.items()}
+
+
+def fit(
+    model: nn.Module,
+    loss_fn: LossFn,
+    train_loader: Iterable,
+    val_loader: Iterable | None = None,
+    config: TrainConfig | None = None,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    extra_state: Mapping[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place by minimising ``loss_fn``; restore and return the best epoch.
+
+    Without ``val_loader`` the training loss decides the best epoch (and early stopping). With
+    ``checkpoint`` the best state dict is saved atomically there together with the config, the
+    history and ``extra_state`` (anything the model needs to be rebuilt).
+    """
+    cfg = config or TrainConfig()
+    seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    model.to(device)
+    opt = optimizer or _optimizer(model.parameters(), cfg)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, cfg.lr_decay) if cfg.lr_decay else None
+    result = TrainResult(device=device)
+    best_state = copy.deepcopy(model.state_dict())
+    stale = 0
+    start = time.perf_counter()
+
+    epochs: Iterable[int] = range(cfg.max_epochs)
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(epochs, desc=cfg.desc, unit="epoch", leave=False)
+        epochs = bar
+    for epoch in epochs:
+        row = {f"train_{k}": v for k, v in _run_epoch(model, loss_fn, train_loader, epoch, device, opt, cfg.grad_clip).items()}
+        if val_loader is not None:
+            row.update({f"val_{k}": v for k, v in _run_epoch(model, loss_fn, val_loader, epoch, device).items()})
+        monitor = row["val_loss"] if val_loader is not None else row["train_loss"]
+        row["epoch"] = epoch
+        result.history.append(row)
+        if sched is not None:
+            sched.step()
+        if monitor < result.best_val_loss - cfg.min_delta:
+            result.best_val_loss, result.best_epoch, stale = monitor, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+        if bar is not None:
+            bar.set_postfix(loss=f"{row['train_loss']:.4g}", monitor=f"{monitor:.4g}", best=result.best_epoch)
+        if cfg.patience is not None and stale > cfg.patience:
+            result.stopped_early = True
+            break
+    if bar is not None:
+        bar.close()
+    model.load_state_dict(best_state)
+    result.seconds = time.perf_counter() - start
+    if checkpoint is not None:
+        state = {
+            "model_state": {k: v.detach().cpu() for k, v in best_state.items()},
+            "train_config": asdict(cfg),
+            "history": result.history,
+            "best_epoch": result.best_epoch,
+            **dict(extra_state or {}),
+        }
+        result.checkpoint = str(save_checkpoint(state, checkpoint))
+    return result
+
+
+def tensor_loader(
+    *arrays: Any, batch_size: int = 128, shuffle: bool = False, seed: int = 0, drop_last: bool = False
+) -> torch.utils.data.DataLoader:
+    """A DataLoader over aligned arrays/tensors (first axis = samples), shuffled with its own seed."""
+    tensors = [a if isinstance(a, torch.Tensor) else torch.as_tensor(a) for a in arrays]
+    n = {len(t) for t in tensors}
+    if len(n) != 1:
+        raise ValueError(f"Arrays must share their first dimension, got lengths {sorted(n)}")
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(*tensors),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=gen if shuffle else None,
+        drop_last=drop_last,
+    )

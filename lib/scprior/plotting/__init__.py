@@ -1,0 +1,1 @@
+"""Figures for the notebooks (seaborn/matplotlib). Imports from every layer below; nothing imports it."""

@@ -1,0 +1,63 @@
+"""Seeds, devices and threads: the run-time choices every model and task shares."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed Python, NumPy and torch (if importable); return a NumPy Generator seeded with ``seed``."""
+    if not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    random.seed(int(seed))
+    np.random.seed(int(seed))
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a pinned dependency
+        pass
+    else:
+        torch.manual_seed(int(seed))
+    return np.random.default_rng(int(seed))
+
+
+def pick_device(preference: str = "auto") -> str:
+    """Return ``"cuda"``, ``"mps"`` or ``"cpu"``.
+
+    ``preference="auto"`` picks the first available in that order; any other value is checked and
+    returned, so ``"cpu"`` forces the CPU and ``"cuda"`` fails clearly where there is no GPU.
+    """
+    import torch
+
+    pref = preference.lower()
+    has_mps = bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    if pref == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if has_mps:
+            return "mps"
+        return "cpu"
+    if pref.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but no CUDA GPU is visible; use 'auto' or 'cpu'.")
+    if pref == "mps" and not has_mps:
+        raise ValueError("device='mps' was asked for but MPS is not available; use 'auto' or 'cpu'.")
+    if pref not in {"cpu", "mps"} and not pref.startswith("cuda"):
+        raise ValueError(f"Unknown device {preference!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+    return pref
+
+
+def set_threads(n: int | None = None) -> int:
+    """Limit BLAS/OpenMP/torch threads to ``n`` (default: the CPUs this process may use)."""
+    if n is None:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(var, str(n))
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:  # pragma: no cover
+        pass
+    return n
