@@ -41,6 +41,23 @@ def counts_adata() -> ad.AnnData:
     return make_counts_adata()
 
 
+@pytest.fixture(scope="session")
+def processed_dir(tmp_path_factory) -> Path:
+    """``data/processed`` built from the fetched ``data/raw`` into a temporary folder (once per session)."""
+    from scprior.config import section
+    from scprior.data.prepare import RAW_FILES, prepare
+    from scprior.data.sources import read_sources
+
+    raw = ROOT / "data" / "raw"
+    missing = [p for p in RAW_FILES.values() if not (raw / p).is_file()]
+    if missing:
+        pytest.fail(f"data/raw lacks {missing}: run `python -m scprior.data.fetch` first (make test does).")
+    out = tmp_path_factory.mktemp("processed")
+    sources = {s.path: s for s in read_sources(ROOT / "data.dvc")}
+    prepare(raw, out, sources, target_sum=float(section("prepare", ROOT / "params.yaml")["target_sum"]))
+    return out
+
+
 # ------------------------------------------------------------------------------ knowledge folder
 RAW_DIR = ROOT / "data" / "raw"
 QUICK_HVG = 2000  # variable genes per Baron species whose embeddings the quick build computes

@@ -9,18 +9,6 @@ import pytest
 from scprior.nbrun import run_notebook
 
 
-@pytest.fixture(scope="module")
-def processed_dir(tmp_path_factory, root):
-    """The Baron data prepared from data/raw (the notebook only reads their gene names)."""
-    from scprior.data.prepare import prepare
-    from scprior.data.sources import read_sources
-
-    out = tmp_path_factory.mktemp("processed")
-    sources = {s.path: s for s in read_sources(root / "data.dvc")}
-    prepare(root / "data" / "raw", out, sources)
-    return out
-
-
 @pytest.mark.notebook
 def test_notebook_00_knowledge_quick(tmp_path, knowledge_dir, processed_dir):
     metrics_file = tmp_path / "metrics.json"
