@@ -261,9 +261,9 @@ def build_knowledge(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     t = lap("text_embeddings", t)
 
     # protein: fit on the human sequences needed; mouse rows are their human ortholog's rows
-    want_h = set(_restrict(prot_h["symbol"], genes, "human"))
+    own_h = set(_restrict(prot_h["symbol"], genes, "human"))
     want_m = _restrict(prot_m["symbol"], genes, "mouse")
-    want_h |= set(prot_m.set_index("symbol").loc[want_m, "human_symbol"])
+    want_h = own_h | set(prot_m.set_index("symbol").loc[want_m, "human_symbol"])
     fit = prot_h[prot_h["symbol"].isin(want_h)].reset_index(drop=True)
     if len(fit) >= 2:
         start = time.perf_counter()
@@ -275,7 +275,7 @@ def build_knowledge(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                           f"({mat.shape[1]} components, seed {cfg.seed}); not a protein language model",
                 "sequences": "Swiss-Prot 2014 (metastudent-data) via org.Hs.eg.db UniProt map",
                 "fitted_on": len(fit), "restricted": genes is not None, "real": True}
-        hsyms = [s for s in fit["symbol"] if s in set(_restrict(prot_h["symbol"], genes, "human"))]
+        hsyms = [s for s in fit["symbol"] if s in own_h]
         if hsyms:
             emb = GeneEmbeddings(np.asarray(hsyms, dtype=object), mat[[row[s] for s in hsyms]], "human",
                                  "protein_kmer", {**prov, "borrowed": False})
