@@ -103,7 +103,6 @@ def main(argv: list[str] | None = None) -> int:
             if args.quick:
                 sys.path.insert(0, str(root / "tests"))
                 from conftest import QUICK_HVG, perturbation_genes  # the fixture's own gene choice
-
                 from scprior.knowledge.gene_selection import quick_gene_set
 
                 t = time.perf_counter()
