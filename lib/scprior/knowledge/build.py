@@ -161,9 +161,9 @@ def build_knowledge(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     symbols (matched case-insensitively); tables are always complete. The manifest (also written
     to ``out_dir/manifest.json``) records inputs, parameters, row counts and timings.
     """
-    from scprior.runtime import seed_everything, set_threads
-
     import torch
+
+    from scprior.runtime import seed_everything, set_threads
 
     cfg = config or KnowledgeConfig()
     threads = set_threads(cfg.threads) if cfg.threads else torch.get_num_threads()
