@@ -57,12 +57,13 @@ def similarity_distributions(panels: Mapping[str, Mapping]) -> plt.Figure:
 
 def function_bars(results: pd.DataFrame) -> plt.Figure:
     """Mean cross-validated AUROC of gene-set membership per embedding, with its shuffled control.
-    ``results``: ``embedding``, ``auroc``, ``shuffled_auroc`` (one row per set)."""
+    ``results``: ``embedding``, ``auroc``, ``shuffled_auroc`` (one row per set); error bars: standard
+    error over sets."""
     long = results.melt(id_vars=["embedding", "set"], value_vars=["auroc", "shuffled_auroc"],
                         var_name="features", value_name="AUROC")
     long["features"] = long["features"].map({"auroc": "embedding", "shuffled_auroc": "shuffled control"})
     fig, ax = plt.subplots(figsize=(1.3 * results["embedding"].nunique() + 3, 3.8))
-    sns.barplot(data=long, x="embedding", y="AUROC", hue="features", errorbar=("ci", 95), ax=ax,
+    sns.barplot(data=long, x="embedding", y="AUROC", hue="features", errorbar="se", ax=ax,  # no bootstrap: stable bytes
                 palette=["tab:blue", "lightgrey"])
     ax.axhline(0.5, color="black", lw=0.8, ls="--")
     ax.set_ylim(0.3, 1.0)
