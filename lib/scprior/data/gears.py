@@ -299,3 +299,35 @@ def write_gears(adata: ad.AnnData, path: str | os.PathLike) -> Path:
     adata.write_h5ad(tmp, compression="gzip")
     os.replace(tmp, path)
     return path
+
+
+def subsample_conditions(adata: ad.AnnData, *, n_conditions: int | None = None, max_cells: int | None = None,
+                         seed: int = 0) -> ad.AnnData:
+    """A smaller copy (quick mode): control + up to ``n_conditions`` perturbations, at most
+    ``max_cells`` cells each. Doubles are drawn first and come with their singles when present;
+    the DE tables are kept (they were computed on the full data)."""
+    from scprior.data.perturbations import is_combo, parse_condition
+
+    rng = np.random.default_rng(seed)
+    labels = adata.obs["condition"].astype(str).to_numpy()
+    perts = [c for c in pd.unique(labels) if c != CONTROL]
+    keep = list(perts)
+    if n_conditions is not None and n_conditions < len(perts):
+        singles = {parse_condition(c)[0]: c for c in perts if not is_combo(c)}
+        chosen: list[str] = []
+        for c in rng.permutation([c for c in perts if is_combo(c)]):
+            extra = [c] + [singles[g] for g in parse_condition(c) if g in singles and singles[g] not in chosen]
+            if len(chosen) + len(extra) > n_conditions * 2 // 3:
+                break
+            chosen += extra
+        rest = [c for c in rng.permutation(perts) if c not in chosen]
+        keep = chosen + rest[: max(n_conditions - len(chosen), 0)]
+    cells = []
+    for c in [CONTROL, *keep]:
+        idx = np.flatnonzero(labels == c)
+        if max_cells is not None and len(idx) > max_cells:
+            idx = np.sort(rng.choice(idx, max_cells, replace=False))
+        cells.append(idx)
+    out = adata[np.sort(np.concatenate(cells))].copy()
+    out.obs["condition"] = out.obs["condition"].astype(str)
+    return out

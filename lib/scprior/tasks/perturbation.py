@@ -416,3 +416,40 @@ def benchmark(task: PerturbationTask, make_split: Callable[[int], PerturbationSp
         per_condition=pd.concat(cond_rows, ignore_index=True), subgroups=pd.concat(sub_rows, ignore_index=True),
         gi=pd.DataFrame(gi_rows), notes=pd.DataFrame(note_rows), splits=splits, first_run=first,
     )
+
+
+def baseline_comparison(result: BenchmarkResult, *, metric: str = "pearson_delta_de",
+                        higher_is_better: bool = True) -> pd.DataFrame:
+    """Per deep model and subgroup: its score, the best baseline and its score, and whether the deep
+    model beats every baseline (means over seeds)."""
+    table = result.summary((metric,))[metric].unstack("method")
+    deep = [m for m in DEEP if m in table.columns]
+    base = [m for m in BASELINES if m in table.columns]
+    rows = []
+    for subgroup, row in table.iterrows():
+        scores = row[base].dropna()
+        if scores.empty:
+            continue
+        best = scores.idxmax() if higher_is_better else scores.idxmin()
+        for m in deep:
+            beaten = [b for b in base if pd.notna(row[b]) and ((row[b] > row[m]) if higher_is_better else (row[b] < row[m]))]
+            rows.append({"method": m, "subgroup": subgroup, metric: row[m], "best_baseline": best,
+                         "best_baseline_score": row[best], "beats_all_baselines": not beaten,
+                         "not_beaten": ", ".join(beaten)})
+    return pd.DataFrame(rows)
+
+
+def fail_to_beat_sentence(comparison: pd.DataFrame, *, metric: str = "pearson_delta_de") -> str:
+    """One plain sentence per deep model naming the baselines it does not beat (on ``metric``)."""
+    lines = []
+    for method, sub in comparison.groupby("method", sort=False):
+        sub = sub[sub["subgroup"] != "all"] if (sub["subgroup"] != "all").any() else sub
+        losses = sub[~sub["beats_all_baselines"]]
+        if losses.empty:
+            lines.append(f"{method} beats every baseline on {metric} in every subgroup.")
+            continue
+        parts = [f"{r.subgroup} (best: {r.best_baseline} {r.best_baseline_score:.3f} vs {getattr(r, metric):.3f})"
+                 for r in losses.itertuples()]
+        lines.append(f"{method} fails to beat the best baseline on {metric} in {len(losses)}/{len(sub)} "
+                     f"subgroups: " + "; ".join(parts) + ".")
+    return "\n".join(lines)

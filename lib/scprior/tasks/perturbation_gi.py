@@ -80,3 +80,19 @@ def doubles_with_singles(conditions: Sequence[str]) -> list[str]:
         if len(genes) == 2 and all(f"{g}+{CONTROL}" in canon for g in genes):
             out.append(c)
     return out
+
+
+def gi_magnitude_table(predictions: Mapping[str, pd.DataFrame], observed: Mapping[str, np.ndarray], ctrl: np.ndarray,
+                       doubles: Sequence[str], gi_types: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Long table: method, condition, predicted and observed GI magnitude (and simulated GI type)."""
+    obs = gi_table(observed, ctrl, doubles)["magnitude"]
+    rows = []
+    for method, pred in predictions.items():
+        profiles = {c: pred.loc[c].to_numpy() for c in pred.index}
+        mag = gi_table(profiles, ctrl, doubles)["magnitude"]
+        for d in doubles:
+            row = {"method": method, "condition": d, "predicted": mag.loc[d], "observed": obs.loc[d]}
+            if gi_types is not None:
+                row["gi_type"] = gi_types.get(d, "unknown")
+            rows.append(row)
+    return pd.DataFrame(rows)
