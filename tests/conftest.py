@@ -39,3 +39,20 @@ def make_counts_adata(n_cells: int = 60, n_genes: int = 40, *, species: str = "h
 def counts_adata() -> ad.AnnData:
     """60 human cells x 40 genes of raw counts, 3 cell types, 2 donors."""
     return make_counts_adata()
+
+
+@pytest.fixture(scope="session")
+def processed_dir(tmp_path_factory) -> Path:
+    """``data/processed`` built from the fetched ``data/raw`` into a temporary folder (once per session)."""
+    from scprior.config import section
+    from scprior.data.prepare import RAW_FILES, prepare
+    from scprior.data.sources import read_sources
+
+    raw = ROOT / "data" / "raw"
+    missing = [p for p in RAW_FILES.values() if not (raw / p).is_file()]
+    if missing:
+        pytest.fail(f"data/raw lacks {missing}: run `python -m scprior.data.fetch` first (make test does).")
+    out = tmp_path_factory.mktemp("processed")
+    sources = {s.path: s for s in read_sources(ROOT / "data.dvc")}
+    prepare(raw, out, sources, target_sum=float(section("prepare", ROOT / "params.yaml")["target_sum"]))
+    return out

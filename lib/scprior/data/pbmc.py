@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import anndata as ad
@@ -21,7 +22,9 @@ def read_pbmc68k_reduced(path: str | Path, *, provenance: dict | None = None) ->
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; run `python -m scprior.data.fetch` first.")
-    src = ad.read_h5ad(path)
+    with warnings.catch_warnings():  # the shipped file uses an old layout; anndata warns on read
+        warnings.simplefilter("ignore", FutureWarning)
+        src = ad.read_h5ad(path)
     raw = src.raw.to_adata()
     x = raw.X.toarray() if sp.issparse(raw.X) else np.asarray(raw.X)
     adata = ad.AnnData(X=sp.csr_matrix(x.astype(np.float32)), obs=src.obs[["bulk_labels"]].copy(), var=raw.var[[]].copy())

@@ -12,10 +12,10 @@ import os
 import sys
 from pathlib import Path
 
+from scprior.config import section
 from scprior.data.baron import read_baron
 from scprior.data.pbmc import read_pbmc68k_reduced
 from scprior.data.processed import DATASETS
-from scprior.config import section
 from scprior.data.sources import Source, read_sources
 from scprior.paths import project_root
 

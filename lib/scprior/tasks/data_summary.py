@@ -41,7 +41,8 @@ def composition(datasets: Mapping[str, ad.AnnData]) -> pd.DataFrame:
 def qc_table(datasets: Mapping[str, ad.AnnData]) -> pd.DataFrame:
     """Per cell: dataset, species, batch, total counts, genes detected, % mitochondrial counts.
 
-    Datasets without counts (``layers['counts']`` absent) report NaN counts and mito fraction.
+    Datasets without counts (``layers['counts']`` absent) report NaN counts and mito fraction; so do
+    datasets whose matrix holds no mitochondrial genes (Baron's was filtered upstream).
     """
     frames = []
     for name, adata in datasets.items():
@@ -52,8 +53,11 @@ def qc_table(datasets: Mapping[str, ad.AnnData]) -> pd.DataFrame:
             counts = adata.layers["counts"]
             total = np.asarray(counts.sum(axis=1)).ravel()
             genes = np.asarray((counts > 0).sum(axis=1)).ravel()
-            mt = np.asarray(counts[:, mito].sum(axis=1)).ravel() if mito.any() else np.zeros_like(total)
-            pct = 100 * np.divide(mt, total, out=np.zeros_like(total, dtype=float), where=total > 0)
+            if mito.any():
+                mt = np.asarray(counts[:, mito].sum(axis=1)).ravel()
+                pct = 100 * np.divide(mt, total, out=np.zeros_like(total, dtype=float), where=total > 0)
+            else:  # no mitochondrial genes in the matrix: the fraction is unknown, not zero
+                pct = np.full(adata.n_obs, np.nan)
         else:
             x = adata.X
             genes = np.asarray((x > 0).sum(axis=1)).ravel() if sp.issparse(x) else (np.asarray(x) > 0).sum(axis=1)
