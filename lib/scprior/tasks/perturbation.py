@@ -10,6 +10,7 @@ split and :func:`benchmark` runs seeds, metrics per subgroup and genetic-interac
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -64,11 +65,13 @@ class PerturbationTask:
     truth: pd.DataFrame
     ctrl: np.ndarray
     cells_per_label: pd.Series
+    key: str = "gears"
 
     @classmethod
     def from_adata(cls, adata: ad.AnnData, *, name: str | None = None) -> PerturbationTask:
         """Build from a validated GEARS AnnData (see :func:`scprior.data.gears.read_gears`)."""
         prov = adata.uns.get("scprior", {})
+        key = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(prov.get("dataset_id", name or "gears"))).strip("_") or "gears"
         labels = adata.obs["condition"].astype(str).to_numpy()
         X = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
         return cls(
@@ -76,7 +79,7 @@ class PerturbationTask:
             genes=adata.var["gene_name"].astype(str).tolist(), X=X.astype(np.float32), labels=labels,
             canonical=np.asarray([canonical_condition(c) for c in labels], dtype=object),
             ctrl_cells=np.flatnonzero(labels == CONTROL), truth=observed_means(adata), ctrl=control_mean(adata),
-            cells_per_label=pd.Series(labels).value_counts(),
+            cells_per_label=pd.Series(labels).value_counts(), key=key,
         )
 
     @property
@@ -338,7 +341,7 @@ def run_methods(task: PerturbationTask, split: PerturbationSplit, conditions: Se
                 run.notes[method] = {"skipped": "no gene knowledge for its language embedding"}
                 continue
             deep = DeepPerturbationModel(task, language=language, config=deep_config, seed=seed, name=method)
-            ckpt = Path(models_dir) / f"{task.name}_{method}_seed{seed}.pt" if models_dir else None
+            ckpt = Path(models_dir) / f"{task.key}_{method}_seed{seed}.pt" if models_dir else None
             result = deep.fit(split, checkpoint=ckpt)
             run.predictions[method] = deep.predict(conditions)
             note.update(best_epoch=result.best_epoch, epochs_run=result.epochs_run,

@@ -43,6 +43,9 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     if a.size < 2:
         return 0.0
     da, db = a - a.mean(), b - b.mean()
+    tol = 1e-10 * max(float(np.abs(a).max()), float(np.abs(b).max()), 1e-300)
+    if np.abs(da).max() <= tol or np.abs(db).max() <= tol:  # constant up to rounding
+        return 0.0
     denom = np.sqrt((da * da).sum() * (db * db).sum())
     if denom == 0 or not np.isfinite(denom):
         return 0.0
