@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import anndata as ad
 import numpy as np
 import pandas as pd
+import pytest
 import scipy.sparse as sp
+
+from conftest import ROOT
 
 SYMBOLS = ["KLF1", "GATA1", "TAL1", "SPI1", "CEBPA", "CEBPB", "MYC", "MAX", "JUN", "FOS", "HBG1", "HBG2",
            "HBZ", "GYPA", "TFRC", "CD34", "LMO2", "RUNX1", "ETV6", "FLI1", "IKZF1", "MYB", "NFE2", "ZFPM1",
@@ -59,3 +64,11 @@ def make_regulon(n_tfs: int = 30, n_genes: int = 200, seed: int = 0) -> pd.DataF
             if t != tf:
                 rows.append((tf, t))
     return pd.DataFrame(rows, columns=["tf", "target"])
+
+
+def raw_file(name: str) -> Path:
+    """A fetched file under ``data/raw/perturbation/``; fails with the fix when it is missing."""
+    path = ROOT / "data" / "raw" / "perturbation" / name
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: run `python -m scprior.data.fetch` first (make test does).")
+    return path

@@ -7,9 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from perturbation_fixtures import CONDITIONS, make_gears_adata, raw_file
 
-from conftest import ROOT
-from perturbation_fixtures import CONDITIONS, make_gears_adata
 from scprior.data.gears import (
     DE_KEY,
     NON_DROPOUT_KEY,
@@ -22,15 +21,6 @@ from scprior.data.gears import (
 )
 from scprior.data.perturbench import read_perturbench_norman, recover_counts, to_gears_condition
 from scprior.errors import ScpriorInputError
-
-RAW = ROOT / "data" / "raw" / "perturbation"
-
-
-def _raw(name: str):
-    path = RAW / name
-    if not path.is_file():
-        pytest.fail(f"{path} is missing: run `python -m scprior.data.fetch` first (make test does).")
-    return path
 
 
 @pytest.fixture
@@ -127,12 +117,12 @@ def test_subsample_conditions_keeps_control_and_doubles_with_singles():
 
 def test_real_gears_cut_with_feature_name():
     """The real 50-cell cut of GEARS's Norman file (uns removed, symbols in feature_name)."""
-    adata = read_gears(_raw("scx_norman_subset.h5ad"), gene_name_column="feature_name")
+    adata = read_gears(raw_file("scx_norman_subset.h5ad"), gene_name_column="feature_name")
     assert adata.var_names[0].startswith("ENSG") and "gene_name" in adata.var
     assert DE_KEY in adata.uns
     assert set(adata.obs["condition_name"]) >= {"A549_ctrl_1", "A549_FOXL2+HOXB9_1+1"}
     with pytest.raises(ScpriorInputError, match="feature_name"):
-        read_gears(_raw("scx_norman_subset.h5ad"))
+        read_gears(raw_file("scx_norman_subset.h5ad"))
 
 
 def test_perturbench_naming_and_counts():
@@ -149,7 +139,7 @@ def test_perturbench_naming_and_counts():
 
 
 def test_read_real_norman_cells():
-    adata = read_perturbench_norman(_raw("perturbench_devel.h5ad"))
+    adata = read_perturbench_norman(raw_file("perturbench_devel.h5ad"))
     assert adata.shape == (3375, 500)
     assert adata.uns["scprior"]["real"] is True
     conditions = set(adata.obs["condition"])

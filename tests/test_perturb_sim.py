@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from perturbation_fixtures import make_regulon
+
 from scprior.data.gears import condition_means, validate_gears
-from scprior.data.perturb_sim import PerturbSimConfig, _propagate, simulate_perturb_seq, simulation_truth
+from scprior.data.perturb_sim import (
+    PerturbSimConfig,
+    _propagate,
+    simulate_perturb_seq,
+    simulation_truth,
+)
 from scprior.data.perturbations import canonical_condition
 from scprior.errors import ScpriorInputError
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
 from perturbation_fixtures import make_gears_adata
+
 from scprior.tasks.perturbation_gi import doubles_with_singles, gi_coefficients, gi_recovery
 from scprior.tasks.perturbation_metrics import (
     condition_metrics,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from perturbation_fixtures import raw_file
 
-from conftest import ROOT
 from scprior.data.perturbation_splits import (
     gears_split,
     holdout_split,
@@ -13,27 +13,24 @@ from scprior.data.perturbation_splits import (
     simulation_split,
     singles_kept_split,
 )
-from scprior.data.perturbations import canonical_condition, group_labels, parse_condition, perturbed_genes, target_set
+from scprior.data.perturbations import (
+    canonical_condition,
+    group_labels,
+    parse_condition,
+    perturbed_genes,
+    target_set,
+)
 from scprior.errors import ScpriorInputError
-
-RAW = ROOT / "data" / "raw" / "perturbation"
-
-
-def _raw(name: str):
-    path = RAW / name
-    if not path.is_file():
-        pytest.fail(f"{path} is missing: run `python -m scprior.data.fetch` first (make test does).")
-    return path
 
 
 @pytest.fixture(scope="module")
 def norman_conditions() -> list[str]:
-    return [line.strip() for line in _raw("norman_conditions.txt").read_text().splitlines() if line.strip()]
+    return [line.strip() for line in raw_file("norman_conditions.txt").read_text().splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")
 def adamson() -> pd.DataFrame:
-    return pd.read_csv(_raw("adamson_conditions_split_seed1.csv"))
+    return pd.read_csv(raw_file("adamson_conditions_split_seed1.csv"))
 
 
 def test_condition_names():

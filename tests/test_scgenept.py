@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from perturbation_fixtures import make_gears_adata
+
 from scprior.data.perturbation_splits import holdout_split
 from scprior.knowledge.embeddings import GeneEmbeddings
 from scprior.models.scgenept import (
@@ -19,7 +19,13 @@ from scprior.models.scgenept import (
     language_table,
     sample_gene_subset,
 )
-from scprior.tasks.perturbation import DeepConfig, DeepPerturbationModel, KnowledgeInputs, PerturbationTask, run_methods
+from scprior.tasks.perturbation import (
+    DeepConfig,
+    DeepPerturbationModel,
+    KnowledgeInputs,
+    PerturbationTask,
+    run_methods,
+)
 
 N_MEASURED, N_TOKENS = 6, 8  # 6 measured genes, 1 unmeasured perturbable gene (id 6), pad id 7
 

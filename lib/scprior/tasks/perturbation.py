@@ -23,7 +23,13 @@ import scipy.sparse as sp
 import torch
 
 from scprior.data.perturbation_splits import PerturbationSplit
-from scprior.data.perturbations import CONTROL, canonical_condition, is_control, parse_condition, perturbed_genes
+from scprior.data.perturbations import (
+    CONTROL,
+    canonical_condition,
+    is_control,
+    parse_condition,
+    perturbed_genes,
+)
 from scprior.errors import ScpriorInputError
 from scprior.knowledge.embeddings import GeneEmbeddings
 from scprior.models.scgenept import ScGenePT, ScGenePTConfig, language_table, sample_gene_subset
@@ -40,7 +46,12 @@ from scprior.tasks.perturbation_baselines import (
     go_feature_table,
 )
 from scprior.tasks.perturbation_gi import doubles_with_singles, gi_recovery
-from scprior.tasks.perturbation_metrics import control_mean, evaluate_conditions, observed_means, summarise_subgroups
+from scprior.tasks.perturbation_metrics import (
+    control_mean,
+    evaluate_conditions,
+    observed_means,
+    summarise_subgroups,
+)
 
 BASELINES = ("no_change", "train_mean", "additive", "linear_pca", "ridge_go", "rf_go", "ridge_text", "rf_text")
 DEEP = ("scgpt", "scgenept_text", "scgenept_go")
@@ -68,10 +79,14 @@ class PerturbationTask:
     key: str = "gears"
 
     @classmethod
-    def from_adata(cls, adata: ad.AnnData, *, name: str | None = None) -> PerturbationTask:
-        """Build from a validated GEARS AnnData (see :func:`scprior.data.gears.read_gears`)."""
+    def from_adata(cls, adata: ad.AnnData, *, name: str | None = None, key: str | None = None) -> PerturbationTask:
+        """Build from a validated GEARS AnnData (see :func:`scprior.data.gears.read_gears`).
+
+        ``name`` is shown in tables and titles; ``key`` (default: the dataset id) names checkpoints.
+        """
         prov = adata.uns.get("scprior", {})
-        key = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(prov.get("dataset_id", name or "gears"))).strip("_") or "gears"
+        key = key or str(prov.get("dataset_id", name or "gears"))
+        key = re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_") or "gears"
         labels = adata.obs["condition"].astype(str).to_numpy()
         X = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
         return cls(
