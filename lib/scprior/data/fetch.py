@@ -238,6 +238,7 @@ def record_checksums(dvc_file: Path, raw_dir: Path, sources: list[Source]) -> in
 
     yml = YAML()
     yml.preserve_quotes = True
+    yml.width = 4096  # keep long descriptions on one line
     doc = yml.load(dvc_file.read_text())
     n = 0
     for src in sources:
