@@ -14,6 +14,7 @@ from scprior.data.gears import (
     NON_DROPOUT_KEY,
     condition_name,
     de_gene_positions,
+    pair_controls,
     read_gears,
     subsample_conditions,
     validate_gears,
@@ -152,3 +153,14 @@ def test_read_real_norman_cells():
     assert np.array_equal(c > 0, x > 0)
     validate_gears(adata)
     assert isinstance(adata, ad.AnnData)
+
+
+def test_pair_controls():
+    labels = ["ctrl", "A+ctrl", "ctrl", "A+B", "A+B"]
+    partner = pair_controls(labels, rng=0)
+    assert partner[0] == 0 and partner[2] == 2  # controls pair with themselves
+    assert set(partner[[1, 3, 4]]) <= {0, 2}
+    assert np.array_equal(partner, pair_controls(labels, rng=0))
+    assert list(pair_controls(labels, rng=0, cells=[2])) == [2]
+    with pytest.raises(ScpriorInputError, match="control"):
+        pair_controls(["A+ctrl"])

@@ -331,3 +331,19 @@ def subsample_conditions(adata: ad.AnnData, *, n_conditions: int | None = None, 
     out = adata[np.sort(np.concatenate(cells))].copy()
     out.obs["condition"] = out.obs["condition"].astype(str)
     return out
+
+
+def pair_controls(conditions, *, rng: np.random.Generator | int = 0, cells=None) -> np.ndarray:
+    """GEARS's cell pairing: for each cell (``cells``, default all) the index of a control cell.
+
+    ``conditions``: the condition label of every cell (``obs['condition']``). Perturbed cells get a
+    control cell drawn at random (with replacement, as GEARS's ``create_cell_graph_dataset``);
+    control cells are paired with themselves (GEARS trains on ctrl -> ctrl too).
+    """
+    labels = np.asarray(conditions, dtype=object).astype(str)
+    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
+    ctrl = np.flatnonzero(labels == CONTROL)
+    if len(ctrl) == 0:
+        raise ScpriorInputError("No control cells ('ctrl') to pair perturbed cells with.")
+    cells = np.arange(len(labels)) if cells is None else np.asarray(cells)
+    return np.where(labels[cells] == CONTROL, cells, rng.choice(ctrl, len(cells)))

@@ -22,6 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from scprior.data.gears import pair_controls
 from scprior.data.perturbation_splits import PerturbationSplit
 from scprior.data.perturbations import (
     CONTROL,
@@ -211,8 +212,7 @@ class DeepPerturbationModel:
         cells = np.flatnonzero(np.isin(self.task.labels, list(labels)))
         if limit is not None and len(cells) > limit:
             cells = np.sort(rng.choice(cells, limit, replace=False))
-        is_ctrl = self.task.labels[cells] == CONTROL
-        partner = np.where(is_ctrl, cells, rng.choice(self.task.ctrl_cells, len(cells)))
+        partner = pair_controls(self.task.labels, rng=rng, cells=cells)
         tokens = _pert_tokens(self.task.canonical[cells], self.token_pos)
         return torch.as_tensor(np.column_stack([cells, partner, tokens]), dtype=torch.long)
 
