@@ -18,10 +18,12 @@ METRIC_LABELS = {"pearson_delta": "Pearson of delta (all genes)", "pearson_delta
 
 
 def _method_palette(methods: Sequence[str]) -> dict[str, tuple]:
+    """Baselines in muted colours (no change in grey), deep models in strong ones."""
     deep = [m for m in methods if m.startswith(("scgpt", "scgenept"))]
-    base = [m for m in methods if m not in deep]
-    colors = dict(zip(base, sns.color_palette("Greys", len(base) + 2)[2:]))
-    colors.update(zip(deep, sns.color_palette("Set1", len(deep))))
+    base = [m for m in methods if m not in deep and m != "no_change"]
+    colors = {"no_change": (0.6, 0.6, 0.6)}
+    colors.update(zip(base, sns.color_palette("Set2", len(base))))
+    colors.update(zip(deep, sns.color_palette("dark", 10)[3:3 + len(deep)]))
     return colors
 
 
@@ -94,6 +96,7 @@ def gi_recovery_plot(gi: pd.DataFrame, *, dataset: str, simulated: bool, methods
                    var_name="score", value_name="value")
     fig, ax = plt.subplots(figsize=(max(7, 0.7 * len(methods)), 3.6))
     sns.barplot(data=long, x="method", y="value", hue="score", order=methods, errorbar="sd", ax=ax)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="score")
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xlabel("")
     ax.set_ylabel("agreement with observed GI")
@@ -109,7 +112,7 @@ def gi_truth_plot(table: pd.DataFrame, *, dataset: str, simulated: bool) -> plt.
     """Predicted vs observed GI magnitude per double, one panel per method; colour = simulated GI type
     (``table``: method, condition, predicted, observed, gi_type)."""
     methods = list(pd.unique(table["method"]))
-    fig, axes = plt.subplots(1, len(methods), figsize=(2.6 * len(methods), 2.8), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(methods), figsize=(2.8 * len(methods), 3.4), squeeze=False, sharey=True)
     hue = "gi_type" if "gi_type" in table else None
     for ax, method in zip(axes[0], methods):
         sub = table[table["method"] == method]
