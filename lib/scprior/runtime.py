@@ -57,7 +57,10 @@ def set_threads(n: int | None = None) -> int:
     try:
         import torch
 
-        torch.set_num_threads(n)
+        # Only when it changes anything: re-setting torch's OpenMP pool after numba/scanpy code
+        # ran (e.g. seurat_v3 gene selection) makes later torch ops ~10x slower on CPU.
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
     except ImportError:  # pragma: no cover
         pass
     return n

@@ -55,7 +55,7 @@ class KnowledgeConfig:
     go_graph_k: int = 20              # neighbours per gene in the GO graph (GEARS: 20)
     go_graph_min_weight: float = 0.1  # Jaccard floor for a GO edge
     text_max_seq_length: int = 32     # MiniLM word pieces per gene document (longer is truncated)
-    text_batch_size: int = 64
+    text_batch_size: int = 256
     text_max_terms: int = 3           # GO term names per ontology in a human gene document
     text_max_designations: int = 2    # NCBI other designations per gene document
     text_human_gene_types: list[str] = field(default_factory=lambda: ["protein-coding"])
@@ -163,18 +163,24 @@ def build_knowledge(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     """
     from scprior.runtime import seed_everything, set_threads
 
+    import torch
+
     cfg = config or KnowledgeConfig()
-    threads = set_threads(cfg.threads or None)
+    threads = set_threads(cfg.threads) if cfg.threads else torch.get_num_threads()
     seed_everything(cfg.seed)
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     paths = {k: raw_path(raw_dir, k) for k in RAW_FILES}
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
-    t0 = time.perf_counter()
+    cpu_times: dict[str, float] = {}
+    t0, c0 = time.perf_counter(), time.process_time()
+    cpu_mark = [c0]
 
     def lap(name: str, start: float) -> float:
         timings[name] = round(time.perf_counter() - start, 2)
-        _log(progress, f"{name}: {timings[name]:.1f} s")
+        cpu_times[name] = round(time.process_time() - cpu_mark[0], 2)
+        cpu_mark[0] = time.process_time()
+        _log(progress, f"{name}: {timings[name]:.1f} s wall, {cpu_times[name]:.1f} s CPU")
         return time.perf_counter()
 
     t = time.perf_counter()
@@ -219,6 +225,8 @@ def build_knowledge(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     store.write_table(sets, "gene_sets", out_dir)
     store.write_table(prot_h, "proteins", out_dir, "human")
     store.write_table(prot_m, "proteins", out_dir, "mouse")
+    domains = orgdb.pfam_map(paths["orgdb"])
+    store.write_table(domains[domains["symbol"].isin(human["symbol"])], "protein_domains", out_dir, "human")
     t = lap("write_tables", t)
 
     embeddings: dict[str, dict] = {}
@@ -253,9 +261,9 @@ def build_knowledge(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     t = lap("text_embeddings", t)
 
     # protein: fit on the human sequences needed; mouse rows are their human ortholog's rows
-    want_h = set(_restrict(prot_h["symbol"], genes, "human"))
+    own_h = set(_restrict(prot_h["symbol"], genes, "human"))
     want_m = _restrict(prot_m["symbol"], genes, "mouse")
-    want_h |= set(prot_m.set_index("symbol").loc[want_m, "human_symbol"])
+    want_h = own_h | set(prot_m.set_index("symbol").loc[want_m, "human_symbol"])
     fit = prot_h[prot_h["symbol"].isin(want_h)].reset_index(drop=True)
     if len(fit) >= 2:
         start = time.perf_counter()
@@ -267,7 +275,7 @@ def build_knowledge(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                           f"({mat.shape[1]} components, seed {cfg.seed}); not a protein language model",
                 "sequences": "Swiss-Prot 2014 (metastudent-data) via org.Hs.eg.db UniProt map",
                 "fitted_on": len(fit), "restricted": genes is not None, "real": True}
-        hsyms = [s for s in fit["symbol"] if s in set(_restrict(prot_h["symbol"], genes, "human"))]
+        hsyms = [s for s in fit["symbol"] if s in own_h]
         if hsyms:
             emb = GeneEmbeddings(np.asarray(hsyms, dtype=object), mat[[row[s] for s in hsyms]], "human",
                                  "protein_kmer", {**prov, "borrowed": False})
@@ -297,9 +305,11 @@ def build_knowledge(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
             "regulon_edges": len(regulon), "regulon_tfs": int(regulon["tf"].nunique()),
             "gene_sets": int(sets.groupby("species")["set_name"].nunique().get("human", 0)),
             "proteins_human": len(prot_h), "proteins_mouse_borrowed": len(prot_m),
+            "protein_domains_human": int(domains["symbol"].isin(human["symbol"]).sum()),
         },
         "embeddings": embeddings,
         "timings_s": {**timings, "total": round(time.perf_counter() - t0, 2)},
+        "cpu_s": {**cpu_times, "total": round(time.process_time() - c0, 2)},
     }
     tmp = out_dir / ".manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

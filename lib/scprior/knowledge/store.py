@@ -10,6 +10,7 @@ The folder is written by ``python -m scprior.knowledge.build`` (DVC stage ``know
     regulon.parquet                    TF -> target edges (Pathway Commons, via priori)
     gene_sets.parquet                  MSigDB hallmark sets (via pegasuspy), human and mouse
     proteins_{human,mouse}.parquet     one protein sequence per gene (Swiss-Prot)
+    protein_domains_human.parquet      Pfam domains per human gene (org.Hs.eg.db)
     embeddings/{source}_{species}.npz  gene embeddings (symbols, matrix, provenance JSON)
     manifest.json                      what was built from which pinned file, counts, parameters
 
@@ -49,6 +50,7 @@ COLUMNS: dict[str, list[str]] = {
     "regulon": ["tf", "target"],
     "gene_sets": ["species", "collection", "set_name", "symbol"],
     "proteins": ["symbol", "uniprot", "sequence", "borrowed"],
+    "protein_domains": ["symbol", "pfam_id"],
 }
 
 BUILD_HINT = (
@@ -126,8 +128,8 @@ def _check_go_species(species: str) -> str:
     name = get_species(species).name
     if name not in GO_SPECIES:
         raise ScpriorInputError(
-            f"No GO annotations for {name}: only human GO annotations can be had offline "
-            f"(org.Hs.eg.db). Map {name} genes to human with load_orthologs() and use the human table."
+            f"No GO annotations (or Pfam domains) for {name}: only human GO annotations can be had "
+            f"offline (org.Hs.eg.db). Map {name} genes to human with load_orthologs() and use the human table."
         )
     return name
 
@@ -175,6 +177,12 @@ def load_protein_sequences(species: str, knowledge_dir: str | os.PathLike = DEFA
     """One protein sequence per gene: ``symbol``, ``uniprot`` (Swiss-Prot accession), ``sequence``
     (amino acids, one-letter), ``borrowed`` (True: the human one-to-one ortholog's sequence)."""
     return _read(knowledge_dir, "proteins", get_species(species).name)
+
+
+def load_protein_domains(species: str = "human", knowledge_dir: str | os.PathLike = DEFAULT_DIR) -> pd.DataFrame:
+    """Pfam domains of human genes (org.Hs.eg.db): ``symbol``, ``pfam_id``; one row per pair.
+    Genes sharing a domain are the "paralog" pairs of the protein-embedding checks."""
+    return _read(knowledge_dir, "protein_domains", _check_go_species(species))
 
 
 # ---------------------------------------------------------------------------------- embeddings
