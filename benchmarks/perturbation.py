@@ -53,7 +53,7 @@ def main() -> None:
     task = pt.PerturbationTask.from_adata(adata)
     split = simulation_split(task.conditions, seed=1)
     test = split.conditions("test")
-    print(f"demo: {adata.n_obs} cells x {adata.n_vars} genes, {len(task.conditions) - 1} perturbations; "
+    print(f"demo: {adata.n_obs} cells x {adata.n_vars} genes, {len(task.conditions) - 1} perturbation labels; "
           f"device {device}, {threads} thread(s)")
     text = None
     try:
