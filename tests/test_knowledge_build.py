@@ -98,3 +98,17 @@ def test_params_yaml_knowledge_section_matches_the_config(root):
     from scprior.config import section
 
     assert set(section("knowledge", root / "params.yaml")) == set(build.KnowledgeConfig.__dataclass_fields__)
+
+
+def test_text_vectors_match_an_in_process_embedding(knowledge_dir):
+    """The build embeds text in worker processes; the same documents embedded here agree."""
+    from scprior.knowledge.text import embed_texts, gene_documents
+
+    cfg = store.load_manifest(knowledge_dir)["config"]
+    text_h = store.load_embeddings("text_minilm", "human", knowledge_dir)
+    genes = store.load_gene_table("human", knowledge_dir)
+    pick = genes[genes.symbol.isin(list(text_h.symbols[:: max(1, len(text_h) // 20)]))]
+    docs = gene_documents(pick, store.load_go_annotations("human", knowledge_dir),
+                          max_terms_per_ontology=cfg["text_max_terms"], max_designations=cfg["text_max_designations"])
+    mine = embed_texts(docs.tolist(), max_seq_length=cfg["text_max_seq_length"], progress=False)
+    np.testing.assert_allclose(mine, text_h.lookup(docs.index.tolist())[0], atol=1e-4)

@@ -90,3 +90,50 @@ def embed_texts(texts: Sequence[str], *, model=None, batch_size: int = 64, max_s
     emb = model.encode(list(texts), batch_size=batch_size, show_progress_bar=progress,
                        convert_to_numpy=True, normalize_embeddings=True)
     return np.asarray(emb, dtype=np.float32)
+
+
+def _embed_worker(texts: list[str], batch_size: int, max_seq_length: int, threads: int) -> np.ndarray:
+    """Run in a worker process: its own MiniLM and ``threads`` torch threads."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    return embed_texts(texts, model=load_minilm("cpu"), batch_size=batch_size,
+                       max_seq_length=max_seq_length, progress=False)
+
+
+def embed_text_groups(groups: dict[str, Sequence[str]], *, workers: int = 1, batch_size: int = 256,
+                      max_seq_length: int = 32, progress: bool = True) -> dict[str, tuple[np.ndarray, float]]:
+    """Embed several groups of texts (e.g. one per species) -> ``{group: (matrix, seconds)}``.
+
+    With ``workers > 1`` each group runs in its own process (``spawn``; the CPU threads are split
+    between them): single-threaded MiniLM workers use a CPU ~20% more efficiently than one
+    two-threaded process and scale fully on 2 cores. Results equal the one-process ones up to
+    float rounding.
+    """
+    import time
+
+    groups = {k: list(v) for k, v in groups.items() if len(v)}
+    n_proc = min(int(workers), len(groups))
+    out: dict[str, tuple[np.ndarray, float]] = {}
+    if n_proc <= 1:
+        model = load_minilm("cpu")
+        for key, texts in groups.items():
+            start = time.perf_counter()
+            out[key] = (embed_texts(texts, model=model, batch_size=batch_size, max_seq_length=max_seq_length,
+                                    progress=progress), time.perf_counter() - start)
+        return out
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    threads = max(1, torch.get_num_threads() // n_proc)
+    start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=n_proc, mp_context=mp.get_context("spawn")) as pool:
+        futures = {key: pool.submit(_embed_worker, texts, batch_size, max_seq_length, threads)
+                   for key, texts in groups.items()}
+        for key, fut in futures.items():
+            out[key] = (fut.result(), time.perf_counter() - start)
+            if progress:
+                print(f"[text] {key}: {len(groups[key])} documents embedded", flush=True)
+    return out
