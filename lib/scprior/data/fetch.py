@@ -45,9 +45,10 @@ def cache_dir() -> Path:
 
 
 def mirror_dirs(root: Path) -> list[Path]:
-    """Local mirror folders for ``kind: url`` sources: ``$SCPRIOR_MIRRORS`` then ``../shared/data``."""
+    """Local mirror folders for ``kind: url`` sources: ``$SCPRIOR_MIRRORS``, then ``../shared/data``
+    (and ``shared/data`` beside any further ancestor, so git worktrees nested deeper find it too)."""
     dirs = [Path(p) for p in os.environ.get("SCPRIOR_MIRRORS", "").split(os.pathsep) if p]
-    dirs.append(root.parent / "shared" / "data")
+    dirs += [parent / "shared" / "data" for parent in root.resolve().parents]
     return [d for d in dirs if d.is_dir()]
 
 

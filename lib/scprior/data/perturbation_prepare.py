@@ -1,0 +1,97 @@
+"""DVC stages of the perturbation task: the SIMULATED demo file and the real Norman cells, both in
+GEARS's layout under ``data/processed/``.
+
+    python -m scprior.data.perturbation_prepare simulated [--knowledge data/processed/knowledge] [--out ...]
+    python -m scprior.data.perturbation_prepare norman [--raw data/raw] [--out ...]
+
+Settings of the simulator come from the ``perturbation_sim`` section of ``params.yaml``. Inputs
+are only read; outputs are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import anndata as ad
+
+from scprior.config import section
+from scprior.data.gears import read_gears, write_gears
+from scprior.data.perturb_sim import PerturbSimConfig, simulate_perturb_seq
+from scprior.data.perturbench import read_perturbench_norman
+from scprior.data.sources import read_sources
+from scprior.errors import ScpriorInputError
+from scprior.paths import project_root, resolve
+
+#: dataset name -> file name under the processed folder
+PERTURBATION_DATASETS: dict[str, str] = {
+    "perturb_simulated": "perturb_simulated.h5ad",
+    "norman19_devel": "norman19_devel_gears.h5ad",
+}
+NORMAN_RAW = "perturbation/perturbench_devel.h5ad"
+
+
+def perturbation_path(name: str, processed_dir: str | Path = "data/processed") -> Path:
+    """Path of a processed perturbation dataset (``processed_dir`` relative to the checkout root)."""
+    if name not in PERTURBATION_DATASETS:
+        raise ScpriorInputError(f"Unknown perturbation dataset {name!r}; known: {sorted(PERTURBATION_DATASETS)}.")
+    return resolve(processed_dir) / PERTURBATION_DATASETS[name]
+
+
+def read_perturbation_dataset(name: str, processed_dir: str | Path = "data/processed") -> ad.AnnData:
+    """Read and validate one processed perturbation dataset (GEARS layout)."""
+    path = perturbation_path(name, processed_dir)
+    if not path.is_file():
+        stage = "perturb_simulated" if name == "perturb_simulated" else "perturb_norman"
+        raise FileNotFoundError(f"{path} is missing; run `dvc repro {stage}` first.")
+    return read_gears(path)
+
+
+def sim_config(params: dict | None = None) -> PerturbSimConfig:
+    """:class:`PerturbSimConfig` from a params dict (default: ``params.yaml`` section ``perturbation_sim``)."""
+    params = dict(section("perturbation_sim") if params is None else params)
+    unknown = set(params) - set(PerturbSimConfig.__dataclass_fields__)
+    if unknown:
+        raise ScpriorInputError(f"perturbation_sim has unknown settings {sorted(unknown)}.")
+    return PerturbSimConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+
+
+def build_simulated(knowledge_dir: str | Path, out: str | Path, config: PerturbSimConfig) -> Path:
+    """Simulate on the knowledge layer's regulon and write the GEARS-format file."""
+    from scprior.knowledge.store import load_regulon
+
+    adata = simulate_perturb_seq(load_regulon(knowledge_dir), config)
+    adata.uns["scprior"]["regulon"] = "Pathway Commons controls-expression-of (priori), via scprior.knowledge"
+    return write_gears(adata, out)
+
+
+def build_norman(raw_dir: str | Path, out: str | Path) -> Path:
+    """Real Norman 2019 cells (perturbench devel cut) -> GEARS-format file."""
+    root = project_root()
+    src = {s.path: s for s in read_sources(root / "data.dvc")}[NORMAN_RAW]
+    prov = {"source": {"file": f"data/raw/{src.path}", "pin": src.pin, "license": src.license, "sha256": src.sha256}}
+    adata = read_perturbench_norman(Path(raw_dir) / NORMAN_RAW, provenance=prov)
+    return write_gears(adata, out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build the perturbation task's processed files.")
+    sub = parser.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("simulated", help="SIMULATED GEARS-format demo")
+    s.add_argument("--knowledge", default="data/processed/knowledge")
+    s.add_argument("--out", default="data/processed/perturb_simulated.h5ad")
+    n = sub.add_parser("norman", help="real Norman 2019 cells in GEARS format")
+    n.add_argument("--raw", default="data/raw")
+    n.add_argument("--out", default="data/processed/norman19_devel_gears.h5ad")
+    args = parser.parse_args(argv)
+    if args.what == "simulated":
+        path = build_simulated(resolve(args.knowledge), resolve(args.out), sim_config())
+    else:
+        path = build_norman(resolve(args.raw), resolve(args.out))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
