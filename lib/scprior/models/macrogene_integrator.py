@@ -37,14 +37,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from scprior.data.species import get_species
-from scprior.data.validate import check_counts, check_gene_symbols, check_nonempty, check_obs_column
+from scprior.data.validate import check_counts
 from scprior.errors import ScpriorInputError
 from scprior.knowledge.embeddings import GeneEmbeddings
 from scprior.models.batching import predict_batches, rows_loader, validation_split
 from scprior.models.layers import GradientReversal, full_block, mlp, one_hot
 from scprior.models.likelihoods import zinb_log_prob
-from scprior.models.macrogenes import Macrogenes, MacrogeneLayer, build_macrogenes
+from scprior.models.macrogenes import MacrogeneLayer, Macrogenes, build_macrogenes
 from scprior.models.metric_learning import semihard_triplet_loss, species_prefixed
+from scprior.models.species_data import check_species_adatas, stacked_obs
 from scprior.models.training import TrainConfig, TrainResult, fit
 from scprior.runtime import seed_everything
 
@@ -276,22 +277,6 @@ def build_sets(
     return out
 
 
-def check_inputs(adatas: Mapping[str, ad.AnnData], *, layer: str, label_key: str | None) -> None:
-    """Checks at the door: >= 2 distinct known species, counts, symbols, labels."""
-    if len(adatas) < 2:
-        raise ScpriorInputError(f"Cross-species integration needs >= 2 species, got {list(adatas)}.")
-    names = [get_species(s).name for s in adatas]
-    if len(set(names)) != len(names):
-        raise ScpriorInputError(f"Each species may appear once, got {list(adatas)}.")
-    for species, adata in adatas.items():
-        label = f"adatas[{species!r}]"
-        check_nonempty(adata, name=label)
-        check_gene_symbols(adata, species=species, name=label)
-        check_counts(adata, layer=layer or None, name=label)
-        if label_key is not None:
-            check_obs_column(adata, label_key, name=label)
-
-
 def integrate(
     adatas: Mapping[str, ad.AnnData],
     embeddings: Mapping[str, Mapping[str, GeneEmbeddings]],
@@ -315,7 +300,7 @@ def integrate(
     """
     cfg = config or MacrogeneIntegratorConfig()
     needs_labels = cfg.label_mode == "weak"
-    check_inputs(adatas, layer=layer, label_key=label_key if needs_labels else None)
+    check_species_adatas(adatas, layer=layer, label_key=label_key if needs_labels else None, min_species=2)
     seed_everything(cfg.seed)
     species_names = [get_species(s).name for s in adatas]
     sets = build_sets(adatas, embeddings, n_macrogenes=cfg.n_macrogenes, seed=cfg.seed)
@@ -373,9 +358,7 @@ def integrate(
         z = predict_batches(lambda x: F.normalize(model.encode(x), dim=1), counts, device=device,
                             progress=cfg.progress, desc=f"{name} embed")
 
-    obs = pd.concat([a.obs.assign(species=get_species(s).name) for s, a in adatas.items()])
-    out = ad.AnnData(obs=obs)
-    out.obs["species"] = out.obs["species"].astype("category")
+    out = ad.AnnData(obs=stacked_obs(adatas))
     out.obsm[key] = z.astype(np.float32)
     reports = {k: {s: str(r) for s, r in v.reports.items()} for k, v in sets.items()}
     out.uns[f"{key}_params"] = {"method": name, "sets": list(sets), "label_mode": cfg.label_mode,

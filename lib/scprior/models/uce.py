@@ -41,11 +41,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from scprior.data.species import get_species
-from scprior.data.validate import check_counts, check_gene_symbols, check_nonempty
 from scprior.errors import ScpriorInputError
 from scprior.knowledge.embeddings import GeneEmbeddings
 from scprior.models.batching import validation_split
 from scprior.models.layers import full_block
+from scprior.models.species_data import check_species_adatas, stacked_obs
 from scprior.models.training import TrainConfig, TrainResult, fit
 from scprior.runtime import seed_everything
 
@@ -397,13 +397,6 @@ class UCEResult:
     train: TrainResult | None
 
 
-def _check(adatas: Mapping[str, ad.AnnData], layer: str) -> None:
-    for species, adata in adatas.items():
-        check_nonempty(adata, name=f"adatas[{species!r}]")
-        check_gene_symbols(adata, species=species, name=f"adatas[{species!r}]")
-        check_counts(adata, layer=layer or None, name=f"adatas[{species!r}]")
-
-
 @torch.no_grad()
 def embed_cells(model: UCEModel, vocab: GeneVocabulary, adatas: Mapping[str, ad.AnnData], *,
                 layer: str = "counts", seed: int = 0, batch_size: int = 64, progress: bool = False) -> np.ndarray:
@@ -413,7 +406,7 @@ def embed_cells(model: UCEModel, vocab: GeneVocabulary, adatas: Mapping[str, ad.
     sentences have a fixed length: a cell's embedding is the same alone or among any other cells.
     Returns (n_cells, output_dim), rows L2-normalised.
     """
-    _check(adatas, layer)
+    check_species_adatas(adatas, layer=layer)
     data = SentenceData(vocab, adatas, model.config, layer=layer, mode="fixed", seed=seed, queries=False)
     loader = sentence_loader(data, batch_size=batch_size)
     device = next(model.parameters()).device
@@ -444,7 +437,7 @@ def train_uce(
     cells of all species concatenated with the embedding in ``obsm[key]``.
     """
     cfg = config or UCEConfig()
-    _check(adatas, layer)
+    check_species_adatas(adatas, layer=layer)
     seed_everything(cfg.seed)
     vocab = build_vocabulary(protein, gene_tables, seed=cfg.token_seed)
     model = UCEModel(vocab.tokens, cfg)
@@ -464,8 +457,7 @@ def train_uce(
                      tcfg, checkpoint=checkpoint, extra_state=extra)
     z = embed_cells(model, vocab, adatas, layer=layer, seed=cfg.seed, batch_size=max(cfg.batch_size, 64),
                     progress=cfg.progress)
-    obs = pd.concat([a.obs.assign(species=get_species(s).name) for s, a in adatas.items()])
-    out = ad.AnnData(obs=obs)
+    out = ad.AnnData(obs=stacked_obs(adatas))
     out.obsm[key] = z.astype(np.float32)
     return UCEResult(adata=out, model=model, vocab=vocab, train=result)
 
