@@ -23,6 +23,7 @@ The AnnData entry point is :func:`integrate`; it returns the combined AnnData wi
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -277,6 +278,147 @@ def build_sets(
     return out
 
 
+@dataclass
+class Pretrained:
+    """A pretrained integrator with everything the metric-learning phase needs (reusable for
+    several label modes: :func:`metric_learn` fine-tunes a copy)."""
+
+    model: MacrogeneIntegrator
+    axis: pd.DataFrame
+    counts: sp.csr_matrix
+    cell_species: np.ndarray
+    species: list[str]
+    obs: pd.DataFrame
+    labels: np.ndarray | None
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    history: TrainResult
+    embedding: np.ndarray
+    extra: dict
+    reports: dict = field(default_factory=dict)
+
+
+def pretrain(
+    adatas: Mapping[str, ad.AnnData],
+    embeddings: Mapping[str, Mapping[str, GeneEmbeddings]],
+    *,
+    config: MacrogeneIntegratorConfig | None = None,
+    label_key: str | None = "cell_type",
+    layer: str = "counts",
+    checkpoint_dir: str | os.PathLike | None = None,
+    name: str = "unify",
+) -> Pretrained:
+    """Macrogenes + ZINB autoencoder pretraining (phase 1); see :func:`integrate` for the arguments.
+
+    The weak labels in ``obs[label_key]`` are read (if present) for a later weak-label phase.
+    """
+    cfg = config or MacrogeneIntegratorConfig()
+    needs_labels = cfg.label_mode == "weak"
+    species_names = check_species_adatas(adatas, layer=layer, label_key=label_key if needs_labels else None,
+                                         min_species=2)
+    seed_everything(cfg.seed)
+    sets = build_sets(adatas, embeddings, n_macrogenes=cfg.n_macrogenes, seed=cfg.seed)
+    axis = gene_axis(adatas, sets)
+    pos = {(s, g): i for i, (s, g) in enumerate(zip(axis["species"], axis["gene"]))}
+    layers = {}
+    for set_name, mg in sets.items():
+        pairs = list(zip(mg.genes["species"], mg.genes["gene"]))
+        keep = np.asarray([p in pos for p in pairs], dtype=bool)
+        sub = Macrogenes(mg.source, mg.genes[keep].reset_index(drop=True), mg.weights[keep], mg.centroids,
+                         mg.embeddings[keep], mg.reports)
+        rows = np.asarray([pos[p] for p, k in zip(pairs, keep) if k], dtype=np.int64)
+        layers[set_name] = MacrogeneLayer.from_macrogenes(sub, rows, len(axis), learnable=cfg.learn_weights)
+    gene_species = np.asarray([species_names.index(s) for s in axis["species"]])
+    model = MacrogeneIntegrator(layers, gene_species, len(species_names), cfg)
+
+    counts = _axis_counts(adatas, axis, layer)
+    cell_species = np.concatenate([np.full(a.n_obs, i) for i, a in enumerate(adatas.values())])
+    train_idx, val_idx = validation_split(len(cell_species), fraction=cfg.val_fraction, seed=cfg.seed,
+                                          strata=cell_species)
+    sp_t = torch.as_tensor(cell_species)
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    extra = {"axis": axis.to_dict(orient="list"), "species": species_names, "config": asdict(cfg),
+             "sets": {k: [v.n_macrogenes, int(v.gene_embeddings.shape[1])] for k, v in layers.items()}}
+    pre_cfg = TrainConfig(max_epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr, patience=cfg.patience,
+                          seed=cfg.seed, device=cfg.device, progress=cfg.progress, desc=f"{name} pretrain")
+    val_loader = (rows_loader(counts[val_idx], sp_t[val_idx], batch_size=cfg.batch_size)
+                  if len(val_idx) else None)
+    history = fit(model, pretrain_loss,
+                  rows_loader(counts[train_idx], sp_t[train_idx], batch_size=cfg.batch_size, shuffle=True,
+                              seed=cfg.seed),
+                  val_loader, pre_cfg,
+                  checkpoint=ckpt / f"{name}_pretrain.pt" if ckpt else None, extra_state=extra)
+    device = next(model.parameters()).device
+    model.eval()
+    z = predict_batches(lambda x: model.encode(x), counts, device=device, progress=cfg.progress,
+                        desc=f"{name} embed")
+    labels = None
+    if label_key is not None and all(label_key in a.obs for a in adatas.values()):
+        labels = np.concatenate([a.obs[label_key].astype(str).to_numpy() for a in adatas.values()])
+    reports = {k: {s: str(r) for s, r in v.reports.items()} for k, v in sets.items()}
+    return Pretrained(model=model, axis=axis, counts=counts, cell_species=cell_species, species=species_names,
+                      obs=stacked_obs(adatas), labels=labels, train_idx=train_idx, val_idx=val_idx,
+                      history=history, embedding=z, extra=extra, reports=reports)
+
+
+def metric_learn(
+    pre: Pretrained,
+    *,
+    label_mode: str | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    name: str = "unify",
+) -> tuple[MacrogeneIntegrator, TrainResult, np.ndarray]:
+    """Phase 2 on a copy of the pretrained model: semi-hard triplets on weak labels.
+
+    ``label_mode`` (default: the config's): ``"weak"`` = species-prefixed labels read at
+    pretraining, ``"clusters"`` = per-species k-means of the pretrained embedding (label-free).
+    Fixed number of epochs, last epoch kept. Returns (model, history, L2-normalised embedding).
+    """
+    cfg = copy.deepcopy(pre.model.config)
+    cfg.label_mode = label_mode or cfg.label_mode
+    if cfg.label_mode not in ("weak", "clusters"):
+        raise ScpriorInputError(f"metric learning needs label_mode 'weak' or 'clusters', got {cfg.label_mode!r}.")
+    if cfg.label_mode == "weak":
+        if pre.labels is None:
+            raise ScpriorInputError("Weak-label metric learning needs labels: pass label_key at pretraining, "
+                                    "or use label_mode='clusters' (label-free).")
+        weak = species_prefixed(pre.labels, np.asarray(pre.species)[pre.cell_species])
+    else:
+        weak = cluster_labels(pre.embedding, pre.cell_species, n_clusters=cfg.n_clusters, seed=cfg.seed)
+    model = copy.deepcopy(pre.model)
+    model.config = cfg
+    codes = torch.as_tensor(pd.factorize(weak)[0])
+    sp_t = torch.as_tensor(pre.cell_species)
+    tr, va = pre.train_idx, pre.val_idx
+    freeze_for_metric_learning(model)
+    met_cfg = TrainConfig(max_epochs=cfg.metric_epochs, lr=cfg.metric_lr, patience=None, restore_best=False,
+                          seed=cfg.seed, device=cfg.device, progress=cfg.progress, desc=f"{name} metric")
+    val = (rows_loader(pre.counts[va], sp_t[va], codes[va], batch_size=cfg.batch_size) if len(va) else None)
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    extra = {**pre.extra, "config": asdict(cfg)}
+    history = fit(model, metric_loss,
+                  rows_loader(pre.counts[tr], sp_t[tr], codes[tr], batch_size=cfg.batch_size, shuffle=True,
+                              seed=cfg.seed + 1),
+                  val, met_cfg, checkpoint=ckpt / f"{name}_metric.pt" if ckpt else None, extra_state=extra)
+    model.eval()
+    device = next(model.parameters()).device
+    z = predict_batches(lambda x: F.normalize(model.encode(x), dim=1), pre.counts, device=device,
+                        progress=cfg.progress, desc=f"{name} embed")
+    return model, history, z
+
+
+def as_result(pre: Pretrained, model: MacrogeneIntegrator, z: np.ndarray, *, key: str, name: str,
+              metric: TrainResult | None = None) -> IntegrationResult:
+    """Package an embedding of ``pre``'s cells as an :class:`IntegrationResult` (new AnnData)."""
+    out = ad.AnnData(obs=pre.obs.copy())
+    out.obsm[key] = np.asarray(z, dtype=np.float32)
+    out.uns[f"{key}_params"] = {"method": name, "sets": list(model.macrogenes),
+                                "label_mode": model.config.label_mode if metric is not None else "none",
+                                "n_genes_axis": int(len(pre.axis)), "seed": model.config.seed}
+    return IntegrationResult(adata=out, weights=model.weights_frame(pre.axis), model=model, axis=pre.axis,
+                             pretrain=pre.history, metric=metric, reports=pre.reports)
+
+
 def integrate(
     adatas: Mapping[str, ad.AnnData],
     embeddings: Mapping[str, Mapping[str, GeneEmbeddings]],
@@ -299,72 +441,12 @@ def integrate(
     The input AnnData objects are not modified.
     """
     cfg = config or MacrogeneIntegratorConfig()
-    needs_labels = cfg.label_mode == "weak"
-    check_species_adatas(adatas, layer=layer, label_key=label_key if needs_labels else None, min_species=2)
-    seed_everything(cfg.seed)
-    species_names = [get_species(s).name for s in adatas]
-    sets = build_sets(adatas, embeddings, n_macrogenes=cfg.n_macrogenes, seed=cfg.seed)
-    axis = gene_axis(adatas, sets)
-    pos = {(s, g): i for i, (s, g) in enumerate(zip(axis["species"], axis["gene"]))}
-    layers = {}
-    for set_name, mg in sets.items():
-        keep = [(s, g) in pos for s, g in zip(mg.genes["species"], mg.genes["gene"])]
-        mg_rows = [pos[(s, g)] for (s, g), k in zip(zip(mg.genes["species"], mg.genes["gene"]), keep) if k]
-        sub = Macrogenes(mg.source, mg.genes[keep].reset_index(drop=True), mg.weights[keep], mg.centroids,
-                         mg.embeddings[keep], mg.reports)
-        layers[set_name] = MacrogeneLayer.from_macrogenes(sub, np.asarray(mg_rows), len(axis),
-                                                          learnable=cfg.learn_weights)
-    gene_species = np.asarray([species_names.index(s) for s in axis["species"]])
-    model = MacrogeneIntegrator(layers, gene_species, len(species_names), cfg)
-
-    counts = _axis_counts(adatas, axis, layer)
-    cell_species = np.concatenate([np.full(a.n_obs, i) for i, a in enumerate(adatas.values())])
-    train_idx, val_idx = validation_split(len(cell_species), fraction=cfg.val_fraction, seed=cfg.seed,
-                                          strata=cell_species)
-    sp_t = torch.as_tensor(cell_species)
-    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    extra = {"axis": axis.to_dict(orient="list"), "species": species_names, "config": asdict(cfg),
-             "sets": {k: [v.n_macrogenes, int(v.gene_embeddings.shape[1])] for k, v in layers.items()}}
-    pre_cfg = TrainConfig(max_epochs=cfg.pretrain_epochs, lr=cfg.pretrain_lr, patience=cfg.patience,
-                          seed=cfg.seed, device=cfg.device, progress=cfg.progress, desc=f"{name} pretrain")
-    val_loader = (rows_loader(counts[val_idx], sp_t[val_idx], batch_size=cfg.batch_size)
-                  if len(val_idx) else None)
-    pre = fit(model, pretrain_loss,
-              rows_loader(counts[train_idx], sp_t[train_idx], batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed),
-              val_loader, pre_cfg,
-              checkpoint=ckpt / f"{name}_pretrain.pt" if ckpt else None, extra_state=extra)
-    device = next(model.parameters()).device
-    model.eval()
-    z = predict_batches(lambda x: model.encode(x), counts, device=device, progress=cfg.progress, desc=f"{name} embed")
-
-    metric = None
-    if cfg.label_mode != "none" and cfg.metric_epochs > 0:
-        if needs_labels:
-            raw = np.concatenate([a.obs[label_key].astype(str).to_numpy() for a in adatas.values()])
-            weak = species_prefixed(raw, np.asarray(species_names)[cell_species])
-        else:
-            weak = cluster_labels(z, cell_species, n_clusters=cfg.n_clusters, seed=cfg.seed)
-        codes = torch.as_tensor(pd.factorize(weak)[0])
-        freeze_for_metric_learning(model)
-        met_cfg = TrainConfig(max_epochs=cfg.metric_epochs, lr=cfg.metric_lr, patience=None, restore_best=False,
-                              seed=cfg.seed, device=cfg.device, progress=cfg.progress, desc=f"{name} metric")
-        val_m = (rows_loader(counts[val_idx], sp_t[val_idx], codes[val_idx], batch_size=cfg.batch_size)
-                 if len(val_idx) else None)
-        metric = fit(model, metric_loss,
-                     rows_loader(counts[train_idx], sp_t[train_idx], codes[train_idx], batch_size=cfg.batch_size,
-                                 shuffle=True, seed=cfg.seed + 1),
-                     val_m, met_cfg, checkpoint=ckpt / f"{name}_metric.pt" if ckpt else None, extra_state=extra)
-        model.eval()
-        z = predict_batches(lambda x: F.normalize(model.encode(x), dim=1), counts, device=device,
-                            progress=cfg.progress, desc=f"{name} embed")
-
-    out = ad.AnnData(obs=stacked_obs(adatas))
-    out.obsm[key] = z.astype(np.float32)
-    reports = {k: {s: str(r) for s, r in v.reports.items()} for k, v in sets.items()}
-    out.uns[f"{key}_params"] = {"method": name, "sets": list(sets), "label_mode": cfg.label_mode,
-                                "n_genes_axis": int(len(axis)), "seed": cfg.seed}
-    return IntegrationResult(adata=out, weights=model.weights_frame(axis), model=model, axis=axis,
-                             pretrain=pre, metric=metric, reports=reports)
+    pre = pretrain(adatas, embeddings, config=cfg, label_key=label_key, layer=layer,
+                   checkpoint_dir=checkpoint_dir, name=name)
+    if cfg.label_mode == "none" or cfg.metric_epochs <= 0:
+        return as_result(pre, pre.model, pre.embedding, key=key, name=name)
+    model, history, z = metric_learn(pre, checkpoint_dir=checkpoint_dir, name=name)
+    return as_result(pre, model, z, key=key, name=name, metric=history)
 
 
 def load_integrator(path: str | os.PathLike) -> tuple[MacrogeneIntegrator, pd.DataFrame]:
