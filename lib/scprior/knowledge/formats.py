@@ -1,0 +1,160 @@
+"""Readers and writers of the gene-embedding files the anchor systems use.
+
+| format | used by | layout |
+|---|---|---|
+| ``torch`` (``.pt``/``.pth``) | SATURN, UCE, Unify | ``torch.save({symbol: 1-D tensor})`` |
+| ``pickle`` (``.pickle``/``.pkl``) | GenePT, scGenePT | ``pickle.dump({symbol: list[float]})`` |
+| ``parquet`` | sciLaMA | columns ``gene_id`` (str), ``embedding`` (list of floats) |
+| ``csv`` / ``tsv`` | anything | first column the symbol, one column per dimension, header row |
+
+``read_embeddings(path, species=...)`` picks the format from the extension; ``write_embeddings``
+writes any :class:`GeneEmbeddings` in any of them. Symbols are kept as stored; duplicates
+(case-insensitive), NaN rows and ragged vectors are refused with a message saying what to fix.
+Pickles are read with a restricted unpickler (builtins and numpy arrays only), so a pickle cannot
+run code on load.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scprior.errors import ScpriorInputError
+from scprior.knowledge.embeddings import GeneEmbeddings
+
+FORMATS = ("torch", "pickle", "parquet", "csv", "tsv")
+_EXTENSIONS = {".pt": "torch", ".pth": "torch", ".pickle": "pickle", ".pkl": "pickle",
+               ".parquet": "parquet", ".csv": "csv", ".tsv": "tsv", ".txt": "tsv"}
+
+
+def guess_format(path: str | os.PathLike) -> str:
+    """The format of ``path`` from its extension (``.csv.gz`` counts as ``.csv``)."""
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if suffixes and suffixes[-1] in {".gz", ".bz2", ".xz", ".zip"}:
+        suffixes = suffixes[:-1]
+    fmt = _EXTENSIONS.get(suffixes[-1] if suffixes else "")
+    if fmt is None:
+        raise ScpriorInputError(
+            f"Cannot tell the embedding format of {path}; pass format= one of {FORMATS} "
+            f"(extensions: {sorted(_EXTENSIONS)})."
+        )
+    return fmt
+
+
+def _from_mapping(mapping: dict, *, species: str, source: str, path: Path) -> GeneEmbeddings:
+    if not isinstance(mapping, dict) or not mapping:
+        raise ScpriorInputError(f"{path} does not hold a non-empty {{gene symbol: vector}} dict.")
+    symbols, rows = [], []
+    for key, vec in mapping.items():
+        arr = vec.detach().cpu().numpy() if hasattr(vec, "detach") else np.asarray(vec, dtype=np.float32)
+        arr = np.asarray(arr, dtype=np.float32).ravel()
+        symbols.append(str(key))
+        rows.append(arr)
+    dims = {r.shape[0] for r in rows}
+    if len(dims) != 1:
+        raise ScpriorInputError(f"{path}: vectors have different lengths {sorted(dims)[:5]}; one dimension expected.")
+    return GeneEmbeddings(np.asarray(symbols, dtype=object), np.vstack(rows), species, source,
+                          {"file": str(path)})
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickler that only rebuilds builtin containers and numpy arrays."""
+
+    _ALLOWED = {
+        ("builtins", "dict"), ("builtins", "list"), ("builtins", "float"), ("builtins", "int"),
+        ("builtins", "str"), ("builtins", "tuple"), ("collections", "OrderedDict"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from an embedding pickle")
+
+
+def read_embeddings(path: str | os.PathLike, *, species: str, source: str | None = None,
+                    format: str | None = None) -> GeneEmbeddings:  # noqa: A002 - the natural name
+    """Read a gene-embedding file in any anchor format (see module docstring) as GeneEmbeddings.
+
+    ``source`` names the embedding (default: the file stem, e.g. ``"human_esm2"``); name it for
+    what it is (``"esm2"``, ``"genept_ada"``).
+    """
+    from scprior.data.species import get_species
+
+    species = get_species(species).name
+    path = Path(path)
+    if not path.is_file():
+        raise ScpriorInputError(f"Embedding file {path} not found.")
+    fmt = format or guess_format(path)
+    source = source or path.name.split(".")[0]
+    if fmt == "torch":
+        import torch
+
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - re-raised with the fix
+            raise ScpriorInputError(
+                f"{path} is not a torch file of {{symbol: tensor}} (torch.load said: {exc})."
+            ) from exc
+        emb = _from_mapping(obj, species=species, source=source, path=path)
+    elif fmt == "pickle":
+        with open(path, "rb") as fh:
+            try:
+                obj = _SafeUnpickler(fh).load()
+            except (pickle.UnpicklingError, EOFError, AttributeError) as exc:
+                raise ScpriorInputError(
+                    f"{path} is not a GenePT-style pickle of {{symbol: list[float]}} ({exc})."
+                ) from exc
+        emb = _from_mapping(obj, species=species, source=source, path=path)
+    elif fmt == "parquet":
+        frame = pd.read_parquet(path)
+        if not {"gene_id", "embedding"} <= set(frame.columns):
+            raise ScpriorInputError(
+                f"{path}: a sciLaMA embedding Parquet needs columns 'gene_id' and 'embedding'; "
+                f"found {list(frame.columns)}."
+            )
+        emb = _from_mapping(dict(zip(frame["gene_id"].astype(str), frame["embedding"])),
+                            species=species, source=source, path=path)
+    elif fmt in {"csv", "tsv"}:
+        frame = pd.read_csv(path, sep="," if fmt == "csv" else "\t", index_col=0)
+        if frame.shape[1] == 0:
+            raise ScpriorInputError(f"{path}: expected a symbol column then one column per dimension.")
+        try:
+            values = frame.to_numpy(dtype=np.float32)
+        except ValueError as exc:
+            raise ScpriorInputError(f"{path}: non-numeric embedding values ({exc}).") from exc
+        emb = GeneEmbeddings(frame.index.astype(str).to_numpy(dtype=object), values, species, source,
+                             {"file": str(path)})
+    else:
+        raise ScpriorInputError(f"Unknown embedding format {fmt!r}; use one of {FORMATS}.")
+    return emb
+
+
+def write_embeddings(emb: GeneEmbeddings, path: str | os.PathLike, *, format: str | None = None) -> Path:  # noqa: A002
+    """Write ``emb`` in an anchor format (picked from the extension unless ``format`` is given)."""
+    path = Path(path)
+    fmt = format or guess_format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    symbols = [str(s) for s in emb.symbols]
+    if fmt == "torch":
+        import torch
+
+        torch.save({s: torch.from_numpy(emb.matrix[i].copy()) for i, s in enumerate(symbols)}, path)
+    elif fmt == "pickle":
+        with open(path, "wb") as fh:
+            pickle.dump({s: emb.matrix[i].astype(float).tolist() for i, s in enumerate(symbols)}, fh)
+    elif fmt == "parquet":
+        pd.DataFrame({"gene_id": symbols, "embedding": list(emb.matrix.astype(np.float32))}).to_parquet(path, index=False)
+    elif fmt in {"csv", "tsv"}:
+        frame = emb.to_frame()
+        frame.columns = [f"dim_{j}" for j in range(emb.dim)]
+        frame.to_csv(path, sep="," if fmt == "csv" else "\t", float_format="%.8g")
+    else:
+        raise ScpriorInputError(f"Unknown embedding format {fmt!r}; use one of {FORMATS}.")
+    return path
