@@ -91,7 +91,8 @@ def bench_one(model_name: str, n_cells: int, *, n_batches: int, embed_cells: int
         idx = np.arange(min(embed_cells, n_cells))
         model.eval()
         start = time.perf_counter()
-        predict_batches(lambda x: model.encode(x), pre.counts[idx], batch_size=1024)
+        predict_batches(lambda x, s: model.encode(x, s), pre.counts[idx], torch.as_tensor(pre.cell_species[idx]),
+                        batch_size=1024)
         rate = len(idx) / (time.perf_counter() - start)
     elif model_name == "uce":
         cfg = uce.UCEConfig(**{**params["uce"], "epochs": 0, "progress": False, "device": "cpu"})

@@ -26,6 +26,7 @@ def two_species(n_human: int = 90, n_mouse: int = 80, n_genes: int = 40, seed: i
         a = make_counts_adata(n, n_genes - 5 * k, species=species, seed=seed + k)
         a.layers["counts"] = a.X.copy()
         a.obs["cell_type"] = a.obs["cell_type_raw"]
+        a.obs["batch"] = a.obs["donor"]
         out[species] = a
     return out
 

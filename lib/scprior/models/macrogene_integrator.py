@@ -102,10 +102,17 @@ class MacrogeneIntegrator(nn.Module):
             raise ScpriorInputError(f"Cross-species integration needs >= 2 species, got {n_species}.")
         self.config = config
         self.n_species = int(n_species)
-        self.register_buffer("gene_species", torch.as_tensor(np.asarray(gene_species, dtype=np.int64)))
+        codes = np.asarray(gene_species, dtype=np.int64)
+        if np.any(np.diff(codes) < 0) or set(np.unique(codes)) != set(range(self.n_species)):
+            raise ScpriorInputError("Axis genes must be grouped by species (codes 0..n_species-1, in order).")
+        self.register_buffer("gene_species", torch.as_tensor(codes))
+        #: [lo, hi) of every species' block of genes on the axis
+        self.blocks = [(int(np.searchsorted(codes, c)), int(np.searchsorted(codes, c, side="right")))
+                       for c in range(self.n_species)]
         self.macrogenes = nn.ModuleDict(dict(layers))
         self.norms = nn.ModuleDict({k: nn.LayerNorm(v.n_macrogenes) for k, v in layers.items()})
         n_mg = sum(v.n_macrogenes for v in layers.values())
+        self.n_macrogenes = n_mg
         n_genes = len(gene_species)
         c = config
         self.input_dropout = nn.Dropout(c.dropout)
@@ -122,33 +129,62 @@ class MacrogeneIntegrator(nn.Module):
                                                nn.Linear(c.hidden_dim, self.n_species))
 
     # ------------------------------------------------------------------------------ forward
-    def macrogene_input(self, x: torch.Tensor) -> torch.Tensor:
-        """Counts (B, n_genes) -> concatenated macrogene activities (B, total macrogenes)."""
-        xl = torch.log1p(x)
-        parts = [self.input_dropout(F.relu(self.norms[k](layer(xl)))) for k, layer in self.macrogenes.items()]
-        return torch.cat(parts, dim=1)
+    def _groups(self, species: torch.Tensor):
+        """(species code, cell indices, gene block lo, hi) for every species present in the batch."""
+        for code, (lo, hi) in enumerate(self.blocks):
+            idx = torch.nonzero(species == code).flatten()
+            if len(idx):
+                yield code, idx, lo, hi
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Counts (B, n_genes) -> latent (B, latent_dim)."""
-        return self.encoder(self.macrogene_input(x))
+    def macrogene_input(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Counts (B, n_genes) of cells of ``species`` (B,) -> macrogene activities (B, total macrogenes).
 
-    def species_mask(self, species: torch.Tensor) -> torch.Tensor:
-        """(B, n_genes) boolean: the genes of each cell's own species."""
-        return self.gene_species[None, :] == species[:, None]
+        Only each cell's own species block of genes is read (the rest of its row is zero anyway).
+        """
+        weights = {k: layer.weights() for k, layer in self.macrogenes.items()}
+        out = x.new_zeros(len(x), self.n_macrogenes)
+        for _, idx, lo, hi in self._groups(species):
+            xl = torch.log1p(x[idx, lo:hi])
+            parts = [self.input_dropout(F.relu(self.norms[k](xl @ w[lo:hi]))) for k, w in weights.items()]
+            out = out.index_copy(0, idx, torch.cat(parts, dim=1))
+        return out
+
+    def encode(self, x: torch.Tensor, species: torch.Tensor) -> torch.Tensor:
+        """Counts (B, n_genes) of cells of ``species`` (B,) -> latent (B, latent_dim)."""
+        return self.encoder(self.macrogene_input(x, species))
+
+    def _decoded(self, z: torch.Tensor, species: torch.Tensor):
+        h = self.decoder(torch.cat([z, one_hot(species, self.n_species)], dim=1))
+        scales = {k: dec(h) for k, dec in self.scale_decoders.items()}
+        weights = {k: layer.weights() for k, layer in self.macrogenes.items()}
+        for code, idx, lo, hi in self._groups(species):
+            logits = sum(scales[k][idx] @ weights[k][lo:hi].t() for k in weights)
+            zi = F.linear(h[idx], self.dropout_decoder.weight[lo:hi], self.dropout_decoder.bias[lo:hi])
+            yield code, idx, lo, hi, torch.softmax(logits, dim=1), zi
+
+    def species_nll(self, x: torch.Tensor, species: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """ZINB negative log-likelihood (B,) of each cell's counts over its own species' genes, the
+        decoder conditioned on that species; mean = softmax over those genes x the cell's library size."""
+        nll = x.new_zeros(len(x))
+        for _, idx, lo, hi, probs, zi in self._decoded(z, species):
+            counts = x[idx, lo:hi]
+            mu = counts.sum(1, keepdim=True) * probs
+            ll = zinb_log_prob(counts, mu, torch.exp(self.log_theta[lo:hi]), zi).sum(1)
+            nll = nll.index_copy(0, idx, -ll)
+        return nll
 
     def decode(self, z: torch.Tensor, species: torch.Tensor, library: torch.Tensor):
-        """ZINB parameters (mu, theta, zi_logits) over the axis for latent ``z`` of cells of ``species``."""
-        h = self.decoder(torch.cat([z, one_hot(species, self.n_species)], dim=1))
-        logits = sum(self.scale_decoders[k](h) @ layer.weights().t() for k, layer in self.macrogenes.items())
-        mask = self.species_mask(species)
-        probs = torch.softmax(logits.masked_fill(~mask, -torch.inf), dim=1)
-        mu = library[:, None] * probs
-        return mu, torch.exp(self.log_theta), self.dropout_decoder(h)
-
-    def forward(self, x: torch.Tensor, species: torch.Tensor):
-        z = self.encode(x)
-        mu, theta, zi = self.decode(z, species, x.sum(1))
-        return z, mu, theta, zi
+        """ZINB (mu, theta, zi_logits) on the whole axis (mu 0 outside each cell's species block)."""
+        mu = z.new_zeros(len(z), len(self.gene_species))
+        zi = z.new_zeros(len(z), len(self.gene_species))
+        for _, idx, lo, hi, probs, zlog in self._decoded(z, species):
+            block = torch.zeros_like(mu[idx])
+            block[:, lo:hi] = library[idx, None] * probs
+            mu = mu.index_copy(0, idx, block)
+            zblock = torch.zeros_like(zi[idx])
+            zblock[:, lo:hi] = zlog
+            zi = zi.index_copy(0, idx, zblock)
+        return mu, torch.exp(self.log_theta), zi
 
     # ------------------------------------------------------------------------------- losses
     def regulariser(self) -> torch.Tensor:
@@ -180,9 +216,8 @@ def pretrain_loss(model: MacrogeneIntegrator, batch, epoch: int) -> dict[str, to
     reconstructs held-out cells best.
     """
     x, species = batch[0], batch[1]
-    z, mu, theta, zi = model(x, species)
-    ll = zinb_log_prob(x, mu, theta, zi) * model.species_mask(species)
-    nll = -ll.sum(1).mean()
+    z = model.encode(x, species)
+    nll = model.species_nll(x, species, z).mean()
     if not model.training:
         return {"loss": nll, "nll": nll}
     reg = model.regulariser()
@@ -199,7 +234,7 @@ def pretrain_loss(model: MacrogeneIntegrator, batch, epoch: int) -> dict[str, to
 def metric_loss(model: MacrogeneIntegrator, batch, epoch: int) -> dict[str, torch.Tensor]:
     """Semi-hard cosine triplet loss on weak labels with cross-species MNN positives."""
     x, species, labels = batch
-    z = model.encode(x)
+    z = model.encode(x, species)
     loss, n = semihard_triplet_loss(z, labels, species, margin=model.config.margin, mnn=model.config.mnn)
     return {"loss": loss, "triplets": torch.tensor(float(n))}
 
@@ -350,7 +385,7 @@ def pretrain(
                   checkpoint=ckpt / f"{name}_pretrain.pt" if ckpt else None, extra_state=extra)
     device = next(model.parameters()).device
     model.eval()
-    z = predict_batches(lambda x: model.encode(x), counts, device=device, progress=cfg.progress,
+    z = predict_batches(lambda x, s: model.encode(x, s), counts, sp_t, device=device, progress=cfg.progress,
                         desc=f"{name} embed")
     labels = None
     if label_key is not None and all(label_key in a.obs for a in adatas.values()):
@@ -402,7 +437,7 @@ def metric_learn(
                   val, met_cfg, checkpoint=ckpt / f"{name}_metric.pt" if ckpt else None, extra_state=extra)
     model.eval()
     device = next(model.parameters()).device
-    z = predict_batches(lambda x: F.normalize(model.encode(x), dim=1), pre.counts, device=device,
+    z = predict_batches(lambda x, s: F.normalize(model.encode(x, s), dim=1), pre.counts, sp_t, device=device,
                         progress=cfg.progress, desc=f"{name} embed")
     return model, history, z
 
@@ -482,6 +517,8 @@ def embed(model: MacrogeneIntegrator, axis: pd.DataFrame, adata: ad.AnnData, spe
     full = sp.csr_matrix((mat.data, cols[mat.indices], mat.indptr), shape=(mat.shape[0], len(axis)))
     device = next(model.parameters()).device
     model.eval()
-    fn = (lambda x: F.normalize(model.encode(x), dim=1)) if normalize else model.encode
-    return predict_batches(fn, full, device=device, batch_size=batch_size)
+    code = pd.unique(axis["species"]).tolist().index(name)
+    codes = torch.full((full.shape[0],), code, dtype=torch.long)
+    fn = (lambda x, s: F.normalize(model.encode(x, s), dim=1)) if normalize else model.encode
+    return predict_batches(fn, full, codes, device=device, batch_size=batch_size)
 

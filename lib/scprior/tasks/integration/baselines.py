@@ -41,7 +41,8 @@ def harmony_embedding(pca: np.ndarray, batch: np.ndarray, *, seed: int = 0, thet
 
 
 def scvi_embedding(adata: ad.AnnData, *, batch_key: str = "species", seed: int = 0, n_latent: int = 30,
-                   n_layers: int = 1, max_epochs: int = 200, layer: str = "counts") -> np.ndarray:
+                   n_layers: int = 1, max_epochs: int = 200, batch_size: int = 128, patience: int = 10,
+                   layer: str = "counts") -> np.ndarray:
     """scVI (scvi-tools) latent means; ``adata`` holds raw counts in ``layers[layer]``."""
     import scvi
 
@@ -52,5 +53,5 @@ def scvi_embedding(adata: ad.AnnData, *, batch_key: str = "species", seed: int =
     model = scvi.model.SCVI(tmp, n_latent=n_latent, n_layers=n_layers)
     accelerator = {"cuda": "gpu", "mps": "mps"}.get(pick_device("auto"), "cpu")
     model.train(max_epochs=max_epochs, accelerator=accelerator, devices=1, enable_progress_bar=False,
-                early_stopping=True, early_stopping_patience=20)
+                batch_size=batch_size, early_stopping=True, early_stopping_patience=patience)
     return model.get_latent_representation().astype(np.float32)

@@ -63,6 +63,21 @@ def evaluate_seed(obs: pd.DataFrame, runs: Mapping[str, MethodRun], *, seed: int
     return pd.DataFrame(rows), table
 
 
+def evaluate_seeds(obs: pd.DataFrame, runs: Mapping[int, Mapping[str, MethodRun]], *, n_jobs: int = 1,
+                   **kw) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
+    """:func:`evaluate_seed` for every seed (parallel processes if ``n_jobs`` > 1); returns
+    (all records, the per-seed scib tables)."""
+    seeds = list(runs)
+    if n_jobs == 1 or len(seeds) == 1:
+        out = [evaluate_seed(obs, runs[s], seed=int(s), **kw) for s in seeds]
+    else:
+        from joblib import Parallel, delayed
+
+        out = Parallel(n_jobs=min(n_jobs, len(seeds)))(
+            delayed(evaluate_seed)(obs, runs[s], seed=int(s), **kw) for s in seeds)
+    return pd.concat([r for r, _ in out], ignore_index=True), [t for _, t in out]
+
+
 def mean_scib_results(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
     """Per-seed scib tables (from :func:`evaluate_seed`) averaged, in the layout scib-metrics keeps
     its results (rows = metrics, columns = embeddings + ``Metric Type``) for its table plot."""

@@ -137,7 +137,8 @@ def run_methods(task: TaskData, settings: Mapping, *, seed: int, methods: Sequen
         t = time.perf_counter()
         done("scvi", t, baselines.scvi_embedding(task.orthologs, seed=seed,
                                                  n_latent=int(ev.get("scvi_latent", 30)),
-                                                 max_epochs=int(ev.get("scvi_epochs", 200))))
+                                                 max_epochs=int(ev.get("scvi_epochs", 200)),
+                                                 batch_size=int(ev.get("scvi_batch_size", 128))))
     if wanted("saturn"):
         t = time.perf_counter()
         cfg = _macrogene_config(settings, seed, label_mode="weak", adversarial_weight=0.0)
@@ -204,3 +205,25 @@ def with_overrides(settings: Mapping, overrides: Mapping | None) -> dict:
         else:
             out[k] = v
     return out
+
+
+def _run_seed(task: TaskData, settings: Mapping, seed: int, methods: Sequence[str], models_dir, threads: int | None):
+    from scprior.runtime import set_threads
+
+    set_threads(threads)
+    return run_methods(task, settings, seed=seed, methods=methods, models_dir=models_dir)
+
+
+def run_seeds(task: TaskData, settings: Mapping, *, seeds: Sequence[int], methods: Sequence[str] = METHODS,
+              models_dir: str | os.PathLike | None = None, n_jobs: int = 1,
+              threads: int | None = 1) -> dict[int, dict[str, MethodRun]]:
+    """:func:`run_methods` for every seed; ``n_jobs`` > 1 runs seeds in parallel processes (joblib),
+    each with ``threads`` torch/BLAS threads. Results do not depend on ``n_jobs``."""
+    seeds = [int(s) for s in seeds]
+    if n_jobs == 1 or len(seeds) == 1:
+        return {s: _run_seed(task, settings, s, methods, models_dir, threads) for s in seeds}
+    from joblib import Parallel, delayed
+
+    out = Parallel(n_jobs=min(n_jobs, len(seeds)))(
+        delayed(_run_seed)(task, settings, s, methods, models_dir, threads) for s in seeds)
+    return dict(zip(seeds, out))
