@@ -37,6 +37,8 @@ class TrainConfig:
     lr_decay: float | None = None  # ExponentialLR gamma per epoch
     patience: int | None = 10  # epochs without val improvement before stopping; None = never
     min_delta: float = 0.0
+    min_epochs: int = 0  # no early stop before this many epochs (e.g. until a KL warm-up ends)
+    restore_best: bool = True  # False: keep the last epoch (fixed-budget phases; no selection at all)
     grad_clip: float | None = None
     seed: int = 0
     device: str = "auto"
@@ -136,7 +138,8 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` in place by minimising ``loss_fn``; restore and return the best epoch.
 
-    Without ``val_loader`` the training loss decides the best epoch (and early stopping). With
+    Without ``val_loader`` the training loss decides the best epoch (and early stopping).
+    ``config.restore_best=False`` keeps the last epoch instead (a fixed budget, nothing selected). With
     ``checkpoint`` the best state dict is saved atomically there together with the config, the
     history and ``extra_state`` (anything the model needs to be rebuilt).
     """
@@ -174,12 +177,17 @@ def fit(
             stale += 1
         if bar is not None:
             bar.set_postfix(loss=f"{row['train_loss']:.4g}", monitor=f"{monitor:.4g}", best=result.best_epoch)
-        if cfg.patience is not None and stale > cfg.patience:
+        if cfg.patience is not None and stale > cfg.patience and epoch + 1 >= cfg.min_epochs:
             result.stopped_early = True
             break
     if bar is not None:
         bar.close()
-    model.load_state_dict(best_state)
+    if cfg.restore_best:
+        model.load_state_dict(best_state)
+    elif result.history:
+        best_state = copy.deepcopy(model.state_dict())
+        result.best_epoch = len(result.history) - 1
+        result.best_val_loss = float(monitor)
     result.seconds = time.perf_counter() - start
     if checkpoint is not None:
         state = {

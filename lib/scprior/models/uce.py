@@ -1,0 +1,559 @@
+"""UCE-style cell encoder: cell sentences of protein-embedding tokens, a transformer, a CLS embedding.
+
+A *cell sentence* samples ``sample_size`` genes with replacement, with probability proportional to
+``log1p(count)`` among the cell's expressed genes, groups them by chromosome (chromosome order
+shuffled), orders each group by genomic start (from the knowledge gene tables) and lays them out as
+``[CLS] [CHR_a] genes... [CHR_END] [CHR_b] genes... [CHR_END] ... [PAD]...`` with a fixed length
+(so a cell's embedding never depends on the other cells in its batch). Tokens are rows of a frozen
+table: random N(0, 1) vectors for the special and chromosome tokens, protein embeddings for genes.
+
+Unlike the released UCE code:
+
+* sampling is seeded: at inference every cell draws from its own generator seeded by ``seed`` and a
+  hash of the cell's own counts, so a cell's embedding depends on nothing else in its file (no
+  dataset-level gene filtering either: a gene counts if it has a token);
+* padding is masked with a boolean key-padding mask (UCE's float ``1 - mask`` adds +1 to the
+  attention logits of padding instead of removing it);
+* the masked "is this gene expressed" pretraining that UCE never released is implemented:
+  a fraction of the expressed genes is hidden from the sentence, and a binary decoder on
+  (cell embedding, gene token) must tell the hidden expressed genes from unexpressed ones.
+
+:func:`load_uce_state_dict` maps the released 4-layer checkpoint's key layout (``encoder.*``,
+``transformer_encoder.layers.*``, ``decoder.*``, ``binary_decoder.*``, ``gene_embedding_layer.*``,
+``pe_embedding.weight``) into :class:`UCEModel`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from scprior.data.species import get_species
+from scprior.errors import ScpriorInputError
+from scprior.knowledge.embeddings import GeneEmbeddings
+from scprior.models.batching import validation_split
+from scprior.models.layers import full_block
+from scprior.models.species_data import check_species_adatas, stacked_obs
+from scprior.models.training import TrainConfig, TrainResult, fit
+from scprior.runtime import seed_everything
+
+PAD, CLS, CHROM_END = 0, 1, 2
+N_SPECIAL = 3
+
+
+# ---------------------------------------------------------------------------------- config
+@dataclass
+class UCEConfig:
+    """Architecture (defaults: the released 4-layer UCE) and pretraining settings."""
+
+    d_model: int = 1280
+    nhead: int = 20
+    d_hid: int = 5120
+    nlayers: int = 4
+    output_dim: int = 1280
+    dropout: float = 0.05
+    head_hidden: int = 1024
+    decoder_hidden: tuple[int, ...] = (2048, 512, 128)
+    positional_encoding: bool = True  # the released UCE forward skips it; the loader turns it off
+    max_len: int = 1536
+    sample_size: int = 1024
+    mask_fraction: float = 0.2
+    n_positive: int = 32
+    n_negative: int = 32
+    epochs: int = 10
+    lr: float = 1e-4
+    batch_size: int = 32
+    val_fraction: float = 0.1
+    patience: int = 3
+    seed: int = 0
+    token_seed: int = 23
+    device: str = "auto"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.decoder_hidden = tuple(int(h) for h in self.decoder_hidden)
+        if self.d_model % self.nhead:
+            raise ScpriorInputError(f"d_model ({self.d_model}) must be divisible by nhead ({self.nhead}).")
+
+
+# ------------------------------------------------------------------------------ vocabulary
+@dataclass
+class GeneVocabulary:
+    """The token table and, per species, its genes in genomic order.
+
+    ``tokens`` (n_tokens, token_dim): rows 0-2 PAD/CLS/CHROM_END, then one row per (species,
+    chromosome), then gene tokens. ``genes``: DataFrame (species, symbol, token, chrom, start) in
+    genomic order within each species (``chrom`` is a code within the species).
+    """
+
+    tokens: np.ndarray
+    genes: pd.DataFrame
+    chrom_tokens: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def species(self) -> list[str]:
+        return list(self.chrom_tokens)
+
+    def sentence_length(self, sample_size: int) -> int:
+        """1 CLS + ``sample_size`` genes + an open and a close token per chromosome (worst case)."""
+        n_chrom = max(len(v) for v in self.chrom_tokens.values())
+        return 1 + int(sample_size) + 2 * n_chrom
+
+
+def _chrom_sort_key(name: str) -> tuple[int, str]:
+    s = str(name).upper().removeprefix("CHR")
+    return (0, f"{int(s):04d}") if s.isdigit() else (1, s)
+
+
+def build_vocabulary(protein: Mapping[str, GeneEmbeddings], gene_tables: Mapping[str, pd.DataFrame], *,
+                     seed: int = 23) -> GeneVocabulary:
+    """Genes with a protein embedding and a genomic position, per species, in (chromosome, start) order.
+
+    ``gene_tables``: species -> table with ``symbol``, ``chromosome`` (``""`` if unplaced) and
+    ``start`` (-1 if unknown), as :func:`scprior.knowledge.store.load_gene_table` returns.
+    Special and chromosome tokens are N(0, 1) vectors drawn with ``seed`` (as in UCE).
+    """
+    dims = {e.dim for e in protein.values()}
+    if len(dims) != 1:
+        raise ScpriorInputError(f"Protein embeddings of all species must share one dimension, got {sorted(dims)}.")
+    dim = dims.pop()
+    gen = torch.Generator().manual_seed(int(seed))
+    rows = [torch.randn(N_SPECIAL, dim, generator=gen).numpy()]
+    frames, chrom_tokens = [], {}
+    next_token = N_SPECIAL
+    keys = {get_species(s).name: s for s in protein}
+    for species in protein:
+        name = get_species(species).name
+        if species not in gene_tables and name not in gene_tables:
+            raise ScpriorInputError(f"No gene table for {name}: chromosome and start come from it.")
+        table = gene_tables.get(species, gene_tables.get(name))
+        for col in ("symbol", "chromosome", "start"):
+            if col not in table.columns:
+                raise ScpriorInputError(f"Gene table of {name} lacks column {col!r}.")
+        placed = table[(table["chromosome"].astype(str) != "") & (table["start"].astype(np.int64) >= 0)]
+        placed = placed.drop_duplicates("symbol")
+        emb = protein[species]
+        has = np.asarray([s in emb for s in placed["symbol"]], dtype=bool)
+        placed = placed[has]
+        if placed.empty:
+            raise ScpriorInputError(f"No {name} gene has both a protein embedding and a genomic position.")
+        chroms = sorted(placed["chromosome"].astype(str).unique(), key=_chrom_sort_key)
+        code = {c: i for i, c in enumerate(chroms)}
+        chrom_tokens[name] = np.arange(next_token, next_token + len(chroms))
+        next_token += len(chroms)
+        df = pd.DataFrame({"species": name, "symbol": placed["symbol"].astype(str).to_numpy(),
+                           "chrom": placed["chromosome"].astype(str).map(code).to_numpy(),
+                           "start": placed["start"].astype(np.int64).to_numpy()})
+        frames.append(df.sort_values(["chrom", "start", "symbol"], kind="stable").reset_index(drop=True))
+    n_chrom_total = next_token - N_SPECIAL
+    rows.append(torch.randn(n_chrom_total, dim, generator=gen).numpy())
+    for df in frames:
+        df["token"] = np.arange(next_token, next_token + len(df))
+        next_token += len(df)
+        key = keys[df["species"].iloc[0]]
+        mat, _ = protein[key].lookup(df["symbol"].tolist(), missing="raise")
+        rows.append(mat)
+    return GeneVocabulary(tokens=np.vstack(rows).astype(np.float32), genes=pd.concat(frames, ignore_index=True),
+                          chrom_tokens=chrom_tokens)
+
+
+# ---------------------------------------------------------------------------- sentences
+def cell_sentence(local: np.ndarray, counts: np.ndarray, gene_tokens: np.ndarray, gene_chrom: np.ndarray,
+                  chrom_tokens: np.ndarray, *, sample_size: int, length: int,
+                  rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """One cell sentence (``length`` token ids, PAD-filled) and its number of real tokens.
+
+    ``local``: indices (into the species' genomic-order arrays ``gene_tokens``/``gene_chrom``) of the
+    genes to sample from, ``counts`` their counts (> 0). Genes are drawn with replacement with
+    p ~ log1p(count), grouped by chromosome in a random chromosome order, sorted by genomic start.
+    """
+    out = np.full(length, PAD, dtype=np.int64)
+    out[0] = CLS
+    if len(local) == 0:
+        return out, 1
+    w = np.log1p(counts.astype(np.float64))
+    idx = rng.choice(local, size=sample_size, replace=True, p=w / w.sum())
+    chrom = gene_chrom[idx]
+    perm = rng.permutation(len(chrom_tokens))
+    rank = perm[chrom]
+    order = np.lexsort((idx, rank))  # by shuffled chromosome rank, then genomic order (= index)
+    idx, rank, chrom = idx[order], rank[order], chrom[order]
+    new_group = np.r_[True, rank[1:] != rank[:-1]]
+    group = np.cumsum(new_group) - 1
+    j = np.arange(sample_size)
+    out[j + 2 * group + 2] = gene_tokens[idx]
+    starts = np.flatnonzero(new_group)
+    ends = np.r_[starts[1:], sample_size]
+    g = np.arange(len(starts))
+    out[starts + 2 * g + 1] = chrom_tokens[chrom[starts]]
+    out[ends + 2 * g + 2] = CHROM_END
+    return out, int(sample_size + 2 * len(starts) + 1)
+
+
+def cell_seed(seed: int, species: str, local: np.ndarray, counts: np.ndarray) -> int:
+    """A seed from ``seed`` and the cell's own content (genes and counts): same cell, same sentence."""
+    h = zlib.crc32(species.encode())
+    h = zlib.crc32(np.ascontiguousarray(local, dtype=np.int64).tobytes(), h)
+    h = zlib.crc32(np.ascontiguousarray(counts, dtype=np.float64).tobytes(), h)
+    return int(h) ^ (int(seed) * 2654435761 % 2**32)
+
+
+class SentenceData(torch.utils.data.Dataset):
+    """Cells of several species on their vocabulary genes; collates sentences (and training queries).
+
+    ``mode``: ``"train"`` (generators drawn from torch's RNG, so :func:`fit`'s seed decides them),
+    ``"fixed"`` (every cell its own content-seeded generator: validation and inference).
+    """
+
+    def __init__(self, vocab: GeneVocabulary, adatas: Mapping[str, ad.AnnData], config: UCEConfig, *,
+                 layer: str = "counts", mode: str = "fixed", seed: int = 0, queries: bool = True) -> None:
+        self.vocab, self.cfg, self.mode, self.seed, self.queries = vocab, config, mode, int(seed), queries
+        self.length = vocab.sentence_length(config.sample_size)
+        self.blocks: list[dict] = []
+        index = []
+        for species, adata in adatas.items():
+            name = get_species(species).name
+            if name not in vocab.chrom_tokens:
+                raise ScpriorInputError(f"The vocabulary has no {name} genes; it covers {vocab.species}.")
+            gv = vocab.genes[vocab.genes["species"] == name]
+            pos = {s.upper(): i for i, s in enumerate(gv["symbol"])}
+            names = [str(v).upper() for v in adata.var_names]
+            cols = np.asarray([i for i, n in enumerate(names) if n in pos], dtype=np.int64)
+            local = np.asarray([pos[names[i]] for i in cols], dtype=np.int64)
+            if len(cols) == 0:
+                raise ScpriorInputError(
+                    f"None of the {name} data's genes has a protein token; check the symbols and embeddings.")
+            mat = adata.layers[layer] if layer else adata.X
+            csr = sp.csr_matrix(mat, dtype=np.float32)[:, cols].tocsr()
+            csr.sort_indices()
+            self.blocks.append({"species": name, "csr": csr, "local": local,
+                                "tokens": gv["token"].to_numpy(), "chrom": gv["chrom"].to_numpy(),
+                                "chrom_tokens": vocab.chrom_tokens[name]})
+            index += [(len(self.blocks) - 1, r) for r in range(adata.n_obs)]
+        self.index = index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+    def _cell(self, i: int) -> tuple[dict, np.ndarray, np.ndarray]:
+        b, r = self.index[i]
+        blk = self.blocks[b]
+        csr = blk["csr"]
+        lo, hi = csr.indptr[r], csr.indptr[r + 1]
+        cols, vals = csr.indices[lo:hi], csr.data[lo:hi]
+        keep = vals > 0
+        return blk, blk["local"][cols[keep]], vals[keep]
+
+    def collate(self, idx: Sequence[int]) -> tuple[torch.Tensor, ...]:
+        cfg = self.cfg
+        n_q = cfg.n_positive + cfg.n_negative
+        tokens = np.empty((len(idx), self.length), dtype=np.int64)
+        q_tok = np.zeros((len(idx), n_q), dtype=np.int64)
+        q_y = np.zeros((len(idx), n_q), dtype=np.float32)
+        q_w = np.zeros((len(idx), n_q), dtype=np.float32)
+        for k, i in enumerate(idx):
+            blk, local, counts = self._cell(int(i))
+            if self.mode == "train":
+                rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+            else:
+                rng = np.random.default_rng(cell_seed(self.seed, blk["species"], local, counts))
+            sample_local, sample_counts = local, counts
+            if self.queries:
+                n_mask = int(round(cfg.mask_fraction * len(local))) if len(local) >= 2 else 0
+                masked = rng.choice(len(local), size=n_mask, replace=False) if n_mask else np.empty(0, int)
+                keep = np.ones(len(local), dtype=bool)
+                keep[masked] = False
+                sample_local, sample_counts = local[keep], counts[keep]
+                if n_mask:
+                    pos = rng.choice(local[masked], size=cfg.n_positive, replace=True)
+                    q_tok[k, :cfg.n_positive] = blk["tokens"][pos]
+                    q_y[k, :cfg.n_positive] = 1.0
+                    q_w[k, :cfg.n_positive] = 1.0
+                neg = _unexpressed(blk["local"], local, cfg.n_negative, rng)
+                if len(neg):
+                    q_tok[k, cfg.n_positive:] = blk["tokens"][neg]
+                    q_w[k, cfg.n_positive:] = 1.0
+            tokens[k], _ = cell_sentence(sample_local, sample_counts, blk["tokens"], blk["chrom"],
+                                         blk["chrom_tokens"], sample_size=cfg.sample_size, length=self.length,
+                                         rng=rng)
+        out = (torch.as_tensor(tokens),)
+        if self.queries:
+            out += (torch.as_tensor(q_tok), torch.as_tensor(q_y), torch.as_tensor(q_w))
+        return out
+
+
+def _unexpressed(measured: np.ndarray, expressed: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` draws (with replacement) from the measured genes not expressed in the cell (empty if none)."""
+    cand = rng.choice(measured, size=4 * n, replace=True)
+    cand = cand[~np.isin(cand, expressed)]
+    if len(cand) >= n:
+        return cand[:n]
+    rest = np.setdiff1d(measured, expressed)
+    return rng.choice(rest, size=n, replace=True) if len(rest) else rest
+
+
+def sentence_loader(data: SentenceData, indices: Sequence[int] | None = None, *, batch_size: int,
+                    shuffle: bool = False, seed: int = 0) -> torch.utils.data.DataLoader:
+    """DataLoader over ``data`` (optionally a subset of cells), collating sentences in the main process."""
+    ds = data if indices is None else torch.utils.data.Subset(data, list(map(int, indices)))
+    gen = torch.Generator().manual_seed(int(seed))
+    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=shuffle,
+                                       generator=gen if shuffle else None, collate_fn=data.collate)
+
+
+# --------------------------------------------------------------------------------- model
+def _sinusoid(max_len: int, d_model: int) -> torch.Tensor:
+    pos = torch.arange(max_len, dtype=torch.float32)[:, None]
+    div = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    pe = torch.zeros(max_len, d_model)
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div)[:, : d_model // 2]
+    return pe
+
+
+class UCEModel(nn.Module):
+    """Token table -> Linear+GELU+LayerNorm (x sqrt(d_model)) [+ positions] -> transformer -> CLS head.
+
+    ``forward(tokens)`` (B, L) long ids -> L2-normalised cell embeddings (B, output_dim).
+    ``expression_logits(cell, gene_tokens)`` scores "is this gene expressed" (B, Q).
+    """
+
+    def __init__(self, tokens: np.ndarray | torch.Tensor, config: UCEConfig) -> None:
+        super().__init__()
+        c = config
+        self.config = c
+        table = torch.as_tensor(np.asarray(tokens, dtype=np.float32))
+        self.register_buffer("token_table", table)
+        token_dim = table.shape[1]
+        self.token_proj = nn.Sequential(nn.Linear(token_dim, c.d_model), nn.GELU(), nn.LayerNorm(c.d_model))
+        layer = nn.TransformerEncoderLayer(c.d_model, c.nhead, c.d_hid, c.dropout, batch_first=True)
+        self.transformer = nn.TransformerEncoder(layer, c.nlayers, enable_nested_tensor=False)
+        self.cell_head = nn.Sequential(full_block(c.d_model, c.head_hidden, dropout=c.dropout, activation="gelu"),
+                                       full_block(c.head_hidden, c.output_dim, dropout=c.dropout, activation="gelu"),
+                                       full_block(c.output_dim, c.output_dim, dropout=c.dropout, activation="gelu"),
+                                       nn.Linear(c.output_dim, c.output_dim))
+        self.gene_proj = nn.Sequential(nn.Linear(token_dim, c.d_model), nn.GELU(), nn.LayerNorm(c.d_model))
+        dims = [c.output_dim + c.d_model, *c.decoder_hidden]
+        self.expression_decoder = nn.Sequential(
+            *[full_block(a, b, dropout=c.dropout, activation="gelu") for a, b in zip(dims[:-1], dims[1:])],
+            nn.Linear(dims[-1], 1))
+        self.register_buffer("positions", _sinusoid(c.max_len, c.d_model), persistent=False)
+
+    def tokens_in(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids -> normalised token vectors -> model space (B, L, d_model)."""
+        x = F.normalize(self.token_table[tokens], dim=-1)
+        h = self.token_proj(x) * math.sqrt(self.config.d_model)
+        if self.config.positional_encoding:
+            if tokens.shape[1] > self.positions.shape[0]:
+                raise ScpriorInputError(f"Sentence length {tokens.shape[1]} exceeds max_len {self.positions.shape[0]}.")
+            h = h + self.positions[: tokens.shape[1]]
+        return h
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.transformer(self.tokens_in(tokens), src_key_padding_mask=tokens == PAD)
+        return F.normalize(self.cell_head(h[:, 0]), dim=1)
+
+    def expression_logits(self, cell: torch.Tensor, gene_tokens: torch.Tensor) -> torch.Tensor:
+        """Logits (B, Q) that each queried gene (token ids, B x Q) is expressed in each cell (B x out)."""
+        g = self.gene_proj(self.token_table[gene_tokens])
+        c = cell[:, None, :].expand(-1, gene_tokens.shape[1], -1)
+        return self.expression_decoder(torch.cat([c, g], dim=-1)).squeeze(-1)
+
+
+def masked_expression_loss(model: UCEModel, batch, epoch: int) -> dict[str, torch.Tensor]:
+    """Binary cross-entropy of "is this held-out gene expressed" (weights mask absent queries)."""
+    tokens, q_tok, q_y, q_w = batch
+    cell = model(tokens)
+    logits = model.expression_logits(cell, q_tok)
+    bce = F.binary_cross_entropy_with_logits(logits, q_y, weight=q_w, reduction="sum") / q_w.sum().clamp_min(1.0)
+    with torch.no_grad():
+        acc = (((logits > 0).float() == q_y).float() * q_w).sum() / q_w.sum().clamp_min(1.0)
+    return {"loss": bce, "accuracy": acc}
+
+
+# --------------------------------------------------------------------------- AnnData API
+@dataclass
+class UCEResult:
+    """What :func:`train_uce` returns: the combined AnnData (``obsm[key]``), model, vocabulary, history."""
+
+    adata: ad.AnnData
+    model: UCEModel
+    vocab: GeneVocabulary
+    train: TrainResult | None
+
+
+@torch.no_grad()
+def embed_cells(model: UCEModel, vocab: GeneVocabulary, adatas: Mapping[str, ad.AnnData], *,
+                layer: str = "counts", seed: int = 0, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """Embed the cells of ``adatas`` (species -> AnnData of counts), concatenated in that order.
+
+    Each cell's sentence comes from its own generator (``seed`` + a hash of its counts), and
+    sentences have a fixed length: a cell's embedding is the same alone or among any other cells.
+    Returns (n_cells, output_dim), rows L2-normalised.
+    """
+    check_species_adatas(adatas, layer=layer)
+    data = SentenceData(vocab, adatas, model.config, layer=layer, mode="fixed", seed=seed, queries=False)
+    loader = sentence_loader(data, batch_size=batch_size)
+    device = next(model.parameters()).device
+    model.eval()
+    it = loader
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(loader, desc="uce embed", leave=False)
+    return np.concatenate([model(b[0].to(device)).cpu().numpy() for b in it], axis=0)
+
+
+def train_uce(
+    adatas: Mapping[str, ad.AnnData],
+    protein: Mapping[str, GeneEmbeddings],
+    gene_tables: Mapping[str, pd.DataFrame],
+    *,
+    config: UCEConfig | None = None,
+    layer: str = "counts",
+    key: str = "X_uce",
+    checkpoint: str | os.PathLike | None = None,
+) -> UCEResult:
+    """Pretrain a UCE-style encoder (masked expression) on ``adatas`` and embed their cells.
+
+    ``protein``: species -> protein :class:`GeneEmbeddings` (tokens); ``gene_tables``: species ->
+    knowledge gene table (chromosome, start). The best epoch is chosen on the masked-expression
+    loss of held-out cells (whose sentences and queries are fixed by their own seeds). Returns the
+    cells of all species concatenated with the embedding in ``obsm[key]``.
+    """
+    cfg = config or UCEConfig()
+    check_species_adatas(adatas, layer=layer)
+    seed_everything(cfg.seed)
+    vocab = build_vocabulary(protein, gene_tables, seed=cfg.token_seed)
+    model = UCEModel(vocab.tokens, cfg)
+    train_data = SentenceData(vocab, adatas, cfg, layer=layer, mode="train", seed=cfg.seed)
+    val_data = SentenceData(vocab, adatas, cfg, layer=layer, mode="fixed", seed=cfg.seed)
+    strata = [b for b, _ in train_data.index]
+    tr, va = validation_split(len(train_data), fraction=cfg.val_fraction, seed=cfg.seed, strata=strata)
+    extra = {"config": asdict(cfg), "vocab_genes": vocab.genes.to_dict(orient="list"),
+             "chrom_tokens": {k: v.tolist() for k, v in vocab.chrom_tokens.items()}}
+    result = None
+    if cfg.epochs > 0:
+        tcfg = TrainConfig(max_epochs=cfg.epochs, lr=cfg.lr, optimizer="adamw", patience=cfg.patience,
+                           seed=cfg.seed, device=cfg.device, progress=cfg.progress, desc="uce pretrain", grad_clip=1.0)
+        result = fit(model, masked_expression_loss,
+                     sentence_loader(train_data, tr, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed),
+                     sentence_loader(val_data, va, batch_size=cfg.batch_size) if len(va) else None,
+                     tcfg, checkpoint=checkpoint, extra_state=extra)
+    z = embed_cells(model, vocab, adatas, layer=layer, seed=cfg.seed, batch_size=max(cfg.batch_size, 64),
+                    progress=cfg.progress)
+    out = ad.AnnData(obs=stacked_obs(adatas))
+    out.obsm[key] = z.astype(np.float32)
+    return UCEResult(adata=out, model=model, vocab=vocab, train=result)
+
+
+def load_uce(path: str | os.PathLike, tokens: np.ndarray) -> tuple[UCEModel, GeneVocabulary]:
+    """Rebuild a model trained by :func:`train_uce` from its checkpoint (``tokens``: the vocabulary's table)."""
+    state = torch.load(Path(path), map_location="cpu", weights_only=False)
+    cfg = UCEConfig(**state["config"])
+    model = UCEModel(tokens, cfg)
+    model.load_state_dict(state["model_state"])
+    vocab = GeneVocabulary(tokens=np.asarray(tokens), genes=pd.DataFrame(state["vocab_genes"]),
+                           chrom_tokens={k: np.asarray(v) for k, v in state["chrom_tokens"].items()})
+    return model.eval(), vocab
+
+
+# ----------------------------------------------------------------- released UCE weights
+#: released key prefix -> our module prefix
+UCE_KEY_MAP: dict[str, str] = {
+    "encoder.": "token_proj.",
+    "transformer_encoder.": "transformer.",
+    "decoder.": "cell_head.",
+    "binary_decoder.": "expression_decoder.",
+    "gene_embedding_layer.": "gene_proj.",
+}
+#: released keys we do not load: UCE's sinusoidal buffer (its forward never adds it)
+UCE_IGNORED = ("pos_encoder.pe",)
+
+
+def uce_config_from_state_dict(state: Mapping[str, torch.Tensor], **overrides) -> UCEConfig:
+    """Infer the architecture of a released UCE state dict (layers, widths); ``positional_encoding`` off."""
+    try:
+        d_model, token_dim = state["encoder.0.weight"].shape
+        d_hid = state["transformer_encoder.layers.0.linear1.weight"].shape[0]
+        head_hidden = state["decoder.0.0.weight"].shape[0]
+        output_dim = state["decoder.3.weight"].shape[0]
+    except KeyError as err:
+        raise ScpriorInputError(f"Not a UCE state dict: key {err} missing (expected the released model.py layout).") from err
+    nlayers = len({k.split(".")[2] for k in state if k.startswith("transformer_encoder.layers.")})
+    dec = sorted({int(k.split(".")[1]) for k in state if k.startswith("binary_decoder.")})
+    hidden = tuple(state[f"binary_decoder.{i}.0.weight"].shape[0] for i in dec[:-1])
+    cfg = {"d_model": int(d_model), "d_hid": int(d_hid), "nlayers": nlayers, "output_dim": int(output_dim),
+           "head_hidden": int(head_hidden), "decoder_hidden": hidden, "positional_encoding": False,
+           "nhead": 20 if d_model % 20 == 0 else 1}
+    cfg.update(overrides)
+    return UCEConfig(**cfg)
+
+
+def load_uce_state_dict(
+    state: Mapping[str, torch.Tensor],
+    *,
+    tokens: np.ndarray | None = None,
+    token_rows: np.ndarray | None = None,
+    config: UCEConfig | None = None,
+) -> UCEModel:
+    """Build a :class:`UCEModel` from a released UCE state dict (``torch.load('4layer_model.torch')``).
+
+    Weights are renamed by :data:`UCE_KEY_MAP`; every key must be used (``pos_encoder.pe`` is
+    skipped; ``pe_embedding.weight`` is the protein token table). The token table of our model is
+    ``tokens`` if given, else the rows ``token_rows`` of ``pe_embedding.weight`` (our token id ->
+    UCE row), else the whole ``pe_embedding.weight``. ``nhead`` is not stored in a state dict: 20
+    as released unless ``config`` says otherwise.
+    """
+    state = dict(state)
+    cfg = config or uce_config_from_state_dict(state)
+    table = None
+    if "pe_embedding.weight" in state:
+        pe = state.pop("pe_embedding.weight")
+        table = pe if token_rows is None else pe[torch.as_tensor(np.asarray(token_rows, dtype=np.int64))]
+    if tokens is not None:
+        table = torch.as_tensor(np.asarray(tokens, dtype=np.float32))
+    if table is None:
+        raise ScpriorInputError("No token table: pass tokens= (e.g. vocabulary.tokens) or a state dict with pe_embedding.weight.")
+    token_dim = state["encoder.0.weight"].shape[1]
+    if table.shape[1] != token_dim:
+        raise ScpriorInputError(f"Token vectors have {table.shape[1]} dims but the checkpoint expects {token_dim}.")
+    model = UCEModel(table.float(), cfg)
+    mapped, unused = {}, []
+    for k, v in state.items():
+        if k in UCE_IGNORED:
+            continue
+        prefix = next((p for p in UCE_KEY_MAP if k.startswith(p)), None)
+        if prefix is None:
+            unused.append(k)
+            continue
+        mapped[UCE_KEY_MAP[prefix] + k[len(prefix):]] = v
+    if unused:
+        raise ScpriorInputError(f"UCE state dict has keys this loader does not know: {unused[:5]}.")
+    own = {k for k in model.state_dict() if k != "token_table"}
+    missing = sorted(own - set(mapped))
+    extra = sorted(set(mapped) - own)
+    if missing or extra:
+        raise ScpriorInputError(
+            f"UCE state dict does not fit the model: missing {missing[:5]}, unexpected {extra[:5]} "
+            "(a different number of layers or a different model.py?).")
+    for k, v in mapped.items():
+        if model.state_dict()[k].shape != v.shape:
+            raise ScpriorInputError(f"Shape of {k}: checkpoint {tuple(v.shape)} vs model {tuple(model.state_dict()[k].shape)}.")
+    model.load_state_dict({**mapped, "token_table": model.token_table}, strict=True)
+    return model.eval()

@@ -1,0 +1,229 @@
+"""The methods compared in the cross-species integration task and how each is trained.
+
+Baselines (no gene knowledge): ``pca`` (unintegrated PCA of log-normalised one-to-one orthologs),
+``harmony`` (on that PCA, species as batch), ``scvi`` (one-to-one orthologs, species as batch).
+Knowledge-based models:
+
+============== ============================================================ ==============
+name           what                                                         cell labels?
+============== ============================================================ ==============
+saturn         protein macrogenes, ZINB pretraining + weak-label metric     within species
+unify_text     text macrogenes only (ablation), same recipe                 within species
+unify          protein + text macrogenes, adversarial species term          within species
+unify_free     ``unify``'s pretrained model, clusters as weak labels        none
+uce            UCE-style cell sentences of protein tokens, masked pretrain  none
+scilama        sciLaMA on ortholog genes, text + protein gene VAE           none
+============== ============================================================ ==============
+
+"Within species" = SATURN's protocol: species-prefixed cell types, so the labels never say which
+types match across species. Every recipe takes the settings from ``params.yaml``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+
+from scprior.errors import ScpriorInputError
+from scprior.models.macrogene_integrator import MacrogeneIntegratorConfig, metric_learn, pretrain
+from scprior.models.scilama import SciLaMAConfig, train_scilama
+from scprior.models.uce import UCEConfig, train_uce
+from scprior.tasks.integration import baselines
+from scprior.tasks.integration.data import (
+    Knowledge,
+    embedded_genes,
+    human_embeddings_for,
+    load_baron,
+    load_knowledge,
+    ortholog_adata,
+    select_hvgs,
+    species_hvgs,
+)
+
+BASELINES = ("pca", "harmony", "scvi")
+KNOWLEDGE_METHODS = ("saturn", "unify_text", "unify", "unify_free", "uce", "scilama")
+METHODS = BASELINES + KNOWLEDGE_METHODS
+#: methods whose training sees cell-type labels (species-prefixed, within species)
+USES_LABELS = ("saturn", "unify_text", "unify")
+LABELS = {
+    "pca": "PCA (orthologs)", "harmony": "Harmony", "scvi": "scVI",
+    "saturn": "SATURN (protein)", "unify_text": "Unify text-only", "unify": "Unify (protein+text)",
+    "unify_free": "Unify label-free", "uce": "UCE-style", "scilama": "sciLaMA",
+}
+
+
+@dataclass
+class TaskData:
+    """Everything the methods read: per-species counts, their HVGs, the ortholog matrix, knowledge."""
+
+    adatas: dict[str, ad.AnnData]
+    hvg: dict[str, ad.AnnData]
+    orthologs: ad.AnnData
+    knowledge: Knowledge
+
+    @property
+    def obs(self):
+        return self.orthologs.obs
+
+
+def prepare_task(processed_dir: str | os.PathLike, knowledge_dir: str | os.PathLike, *, n_hvg: int = 2000,
+                 n_hvg_orthologs: int = 2000, max_cells: int | None = None, seed: int = 0) -> TaskData:
+    """Read Baron + knowledge; HVGs per species among genes with an embedding; ortholog HVGs."""
+    adatas = load_baron(processed_dir, max_cells=max_cells, seed=seed)
+    know = load_knowledge(knowledge_dir)
+    hvg = species_hvgs(adatas, n_hvg, covered={s: embedded_genes(know, s) for s in adatas})
+    orth = ortholog_adata(adatas, know.orthologs)
+    genes = select_hvgs(orth, n_hvg_orthologs, batch_key="species")
+    return TaskData(adatas=adatas, hvg=hvg, orthologs=orth[:, genes].copy(), knowledge=know)
+
+
+@dataclass
+class MethodRun:
+    """One method's embedding for one seed, with its wall time and notes (e.g. training history)."""
+
+    embedding: np.ndarray
+    seconds: float
+    info: dict = field(default_factory=dict)
+
+
+def _macrogene_config(settings: Mapping, seed: int, **overrides) -> MacrogeneIntegratorConfig:
+    return MacrogeneIntegratorConfig(**{**dict(settings.get("macrogenes", {})), **overrides, "seed": seed,
+                                        "progress": False})
+
+
+def _ckpt(models_dir: str | os.PathLike | None, seed: int) -> Path | None:
+    return None if models_dir is None else Path(models_dir) / f"seed{seed}"
+
+
+def run_methods(task: TaskData, settings: Mapping, *, seed: int, methods: Sequence[str] = METHODS,
+                models_dir: str | os.PathLike | None = None,
+                on_done: Callable[[str, MethodRun], None] | None = None) -> dict[str, MethodRun]:
+    """Train/compute every method in ``methods`` for one ``seed``; embeddings in ``task.obs`` order."""
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ScpriorInputError(f"Unknown method(s) {unknown}; known: {list(METHODS)}.")
+    ckpt = _ckpt(models_dir, seed)
+    know = task.knowledge
+    runs: dict[str, MethodRun] = {}
+
+    def done(name: str, start: float, emb: np.ndarray, **info) -> None:
+        run = MethodRun(np.asarray(emb, dtype=np.float32), time.perf_counter() - start, info)
+        if run.embedding.shape[0] != task.orthologs.n_obs or not np.isfinite(run.embedding).all():
+            raise RuntimeError(f"{name} returned a bad embedding of shape {run.embedding.shape}.")
+        runs[name] = run
+        if on_done is not None:
+            on_done(name, run)
+
+    def wanted(*names: str) -> bool:
+        return any(n in methods for n in names)
+
+    ev = settings.get("baselines", {})
+    if wanted("pca", "harmony"):
+        t = time.perf_counter()
+        pca = baselines.pca_embedding(task.orthologs, n_comps=int(ev.get("n_pcs", 50)), seed=seed)
+        done("pca", t, pca)
+        if wanted("harmony"):
+            t = time.perf_counter()
+            done("harmony", t, baselines.harmony_embedding(pca, task.obs["species"].to_numpy(), seed=seed,
+                                                           theta=float(ev.get("harmony_theta", 2.0))))
+    if wanted("scvi"):
+        t = time.perf_counter()
+        done("scvi", t, baselines.scvi_embedding(task.orthologs, seed=seed,
+                                                 n_latent=int(ev.get("scvi_latent", 30)),
+                                                 max_epochs=int(ev.get("scvi_epochs", 200)),
+                                                 batch_size=int(ev.get("scvi_batch_size", 128))))
+    if wanted("saturn"):
+        t = time.perf_counter()
+        cfg = _macrogene_config(settings, seed, label_mode="weak", adversarial_weight=0.0)
+        pre = pretrain(task.hvg, {"protein": know.embeddings["protein"]}, config=cfg, checkpoint_dir=ckpt,
+                       name="saturn")
+        _, hist, z = metric_learn(pre, checkpoint_dir=ckpt, name="saturn")
+        done("saturn", t, z, pretrain_epochs=pre.history.epochs_run, best_epoch=pre.history.best_epoch)
+    if wanted("unify_text"):
+        t = time.perf_counter()
+        cfg = _macrogene_config(settings, seed, label_mode="weak", adversarial_weight=0.0)
+        pre = pretrain(task.hvg, {"text": know.embeddings["text"]}, config=cfg, checkpoint_dir=ckpt,
+                       name="unify_text")
+        _, hist, z = metric_learn(pre, checkpoint_dir=ckpt, name="unify_text")
+        done("unify_text", t, z, pretrain_epochs=pre.history.epochs_run, best_epoch=pre.history.best_epoch)
+    if wanted("unify", "unify_free"):
+        t = time.perf_counter()
+        cfg = _macrogene_config(settings, seed, label_mode="weak",
+                                adversarial_weight=float(settings.get("unify_adversarial_weight", 0.0)))
+        pre = pretrain(task.hvg, know.embeddings, config=cfg, checkpoint_dir=ckpt, name="unify")
+        t_pre = time.perf_counter() - t
+        if wanted("unify"):
+            t = time.perf_counter()
+            _, _, z = metric_learn(pre, label_mode="weak", checkpoint_dir=ckpt, name="unify")
+            done("unify", t - t_pre, z, pretrain_epochs=pre.history.epochs_run, best_epoch=pre.history.best_epoch)
+        if wanted("unify_free"):
+            t = time.perf_counter()
+            _, _, z = metric_learn(pre, label_mode="clusters", checkpoint_dir=ckpt, name="unify_free")
+            done("unify_free", t - t_pre, z)
+    if wanted("uce"):
+        t = time.perf_counter()
+        cfg = UCEConfig(**{**dict(settings.get("uce", {})), "seed": seed, "progress": False})
+        res = train_uce(task.adatas, know.embeddings["protein"], know.gene_tables, config=cfg,
+                        checkpoint=ckpt / "uce.pt" if ckpt else None)
+        done("uce", t, res.adata.obsm["X_uce"], epochs=res.train.epochs_run if res.train else 0,
+             best_epoch=res.train.best_epoch if res.train else -1,
+             val_accuracy=res.train.history[res.train.best_epoch].get("val_accuracy") if res.train else None)
+    if wanted("scilama"):
+        t = time.perf_counter()
+        cfg = SciLaMAConfig(**{**dict(settings.get("scilama", {})), "seed": seed, "progress": False})
+        res = train_scilama(scaled(task.orthologs), human_embeddings_for(task.orthologs.var_names, know),
+                            config=cfg, covariate_key="species", checkpoint_dir=ckpt)
+        done("scilama", t, res.adata.obsm["X_sciLaMA"], n_genes=len(res.genes),
+             epochs={k: v.epochs_run for k, v in res.phases.items()})
+    return runs
+
+
+def scaled(adata: ad.AnnData, *, max_value: float = 10.0) -> ad.AnnData:
+    """A copy with ``X`` = log-normalised values scaled per gene to unit variance (clipped), dense."""
+    x = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
+    x = x.astype(np.float64)
+    sd = x.std(axis=0)
+    x = (x - x.mean(axis=0)) / np.where(sd == 0, 1.0, sd)
+    out = ad.AnnData(X=np.clip(x, -max_value, max_value).astype(np.float32), obs=adata.obs.copy(),
+                     var=adata.var.copy())
+    return out
+
+
+def with_overrides(settings: Mapping, overrides: Mapping | None) -> dict:
+    """``settings`` with ``overrides`` merged in, nested dicts merged key by key (e.g. quick mode)."""
+    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in settings.items()}
+    for k, v in (overrides or {}).items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = with_overrides(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _run_seed(task: TaskData, settings: Mapping, seed: int, methods: Sequence[str], models_dir, threads: int | None):
+    from scprior.runtime import set_threads
+
+    set_threads(threads)
+    return run_methods(task, settings, seed=seed, methods=methods, models_dir=models_dir)
+
+
+def run_seeds(task: TaskData, settings: Mapping, *, seeds: Sequence[int], methods: Sequence[str] = METHODS,
+              models_dir: str | os.PathLike | None = None, n_jobs: int = 1,
+              threads: int | None = 1) -> dict[int, dict[str, MethodRun]]:
+    """:func:`run_methods` for every seed; ``n_jobs`` > 1 runs seeds in parallel processes (joblib),
+    each with ``threads`` torch/BLAS threads. Results do not depend on ``n_jobs``."""
+    seeds = [int(s) for s in seeds]
+    if n_jobs == 1 or len(seeds) == 1:
+        return {s: _run_seed(task, settings, s, methods, models_dir, threads) for s in seeds}
+    from joblib import Parallel, delayed
+
+    out = Parallel(n_jobs=min(n_jobs, len(seeds)))(
+        delayed(_run_seed)(task, settings, s, methods, models_dir, threads) for s in seeds)
+    return dict(zip(seeds, out))

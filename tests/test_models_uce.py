@@ -1,0 +1,211 @@
+"""UCE-style encoder: cell sentences, seeded per-cell embeddings, pretraining, the released-weights loader."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from integration_helpers import one_torch_thread, random_embeddings, random_gene_tables, two_species  # noqa: F401
+from scprior.errors import ScpriorInputError
+from scprior.models.uce import (
+    CHROM_END,
+    CLS,
+    PAD,
+    UCEConfig,
+    UCEModel,
+    build_vocabulary,
+    cell_sentence,
+    embed_cells,
+    load_uce,
+    load_uce_state_dict,
+    train_uce,
+    uce_config_from_state_dict,
+)
+from torch import nn
+from torch.nn import functional as F
+
+TINY = dict(d_model=16, nhead=2, d_hid=32, nlayers=2, output_dim=8, head_hidden=16, decoder_hidden=(16, 8),
+            sample_size=24, n_positive=4, n_negative=4, batch_size=16, progress=False, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def setup():
+    adatas = two_species(n_human=40, n_mouse=36, n_genes=30)
+    protein = random_embeddings(adatas, dim=10, source="protein_kmer", drop=3)
+    tables = random_gene_tables(adatas)
+    return adatas, protein, tables
+
+
+def test_vocabulary_keeps_placed_genes_with_embeddings_in_genomic_order(setup):
+    adatas, protein, tables = setup
+    vocab = build_vocabulary(protein, tables)
+    human = vocab.genes[vocab.genes["species"] == "human"]
+    # 30 genes - 3 without embedding - 2 unplaced
+    assert len(human) == 25 and vocab.species == ["human", "mouse"]
+    key = list(zip(human["chrom"], human["start"]))
+    assert key == sorted(key)
+    assert vocab.tokens.shape[0] == 3 + sum(len(v) for v in vocab.chrom_tokens.values()) + len(vocab.genes)
+    first = human.iloc[0]
+    np.testing.assert_allclose(vocab.tokens[first["token"]], protein["human"].lookup([first["symbol"]])[0][0])
+
+
+def test_cell_sentence_layout_and_seeding():
+    gene_tokens = np.arange(100, 110)
+    gene_chrom = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2, 3])  # genomic order = index order
+    chrom_tokens = np.array([10, 11, 12, 13])
+    local = np.array([0, 2, 3, 5, 8, 9])
+    counts = np.array([5.0, 1.0, 3.0, 2.0, 7.0, 1.0])
+    length = 1 + 20 + 2 * 4
+    toks, n = cell_sentence(local, counts, gene_tokens, gene_chrom, chrom_tokens, sample_size=20, length=length,
+                            rng=np.random.default_rng(0))
+    assert toks[0] == CLS and len(toks) == length
+    real = toks[:n]
+    assert (toks[n:] == PAD).all()
+    # groups: [CHR] genes... [CHR_END]; genes of a group share a chromosome, in genomic order
+    i, seen = 1, set()
+    while i < n:
+        assert real[i] in chrom_tokens
+        c = int(np.flatnonzero(chrom_tokens == real[i])[0])
+        seen.add(c)
+        j = i + 1
+        while real[j] != CHROM_END:
+            j += 1
+        genes = real[i + 1:j] - 100
+        assert len(genes) and (gene_chrom[genes] == c).all() and (np.diff(genes) >= 0).all()
+        assert set(genes) <= set(local)
+        i = j + 1
+    assert n == 1 + 20 + 2 * len(seen)
+    again, _ = cell_sentence(local, counts, gene_tokens, gene_chrom, chrom_tokens, sample_size=20, length=length,
+                             rng=np.random.default_rng(0))
+    other, _ = cell_sentence(local, counts, gene_tokens, gene_chrom, chrom_tokens, sample_size=20, length=length,
+                             rng=np.random.default_rng(1))
+    assert np.array_equal(toks, again) and not np.array_equal(toks, other)
+
+
+def test_train_uce_shapes_determinism_and_checkpoint(setup, tmp_path):
+    adatas, protein, tables = setup
+    cfg = UCEConfig(**TINY, epochs=2)
+    res = train_uce(adatas, protein, tables, config=cfg, checkpoint=tmp_path / "uce.pt")
+    z = res.adata.obsm["X_uce"]
+    assert z.shape == (76, 8)
+    np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
+    assert {"train_accuracy", "val_loss"} <= set(res.train.history[0])
+    again = train_uce(adatas, protein, tables, config=cfg).adata.obsm["X_uce"]
+    np.testing.assert_allclose(z, again, atol=1e-6)
+    model, vocab = load_uce(tmp_path / "uce.pt", res.vocab.tokens)
+    np.testing.assert_allclose(embed_cells(model, vocab, adatas, seed=cfg.seed), z, atol=1e-5)
+
+
+def test_a_cells_embedding_does_not_depend_on_the_other_cells(setup):
+    adatas, protein, tables = setup
+    cfg = UCEConfig(**TINY, epochs=0)
+    res = train_uce(adatas, protein, tables, config=cfg)
+    full = embed_cells(res.model, res.vocab, {"mouse": adatas["mouse"]}, seed=0, batch_size=7)
+    alone = embed_cells(res.model, res.vocab, {"mouse": adatas["mouse"][[4]]}, seed=0, batch_size=1)
+    order = np.random.default_rng(0).permutation(adatas["mouse"].n_obs)
+    shuffled = embed_cells(res.model, res.vocab, {"mouse": adatas["mouse"][order]}, seed=0, batch_size=5)
+    np.testing.assert_allclose(alone[0], full[4], atol=1e-5)
+    np.testing.assert_allclose(shuffled, full[order], atol=1e-5)
+    other_seed = embed_cells(res.model, res.vocab, {"mouse": adatas["mouse"][[4]]}, seed=1)
+    assert not np.allclose(other_seed[0], full[4], atol=1e-4)
+
+
+def _uce_layout_state_dict(*, token_dim=10, d=8, d_hid=12, nlayers=2, out=6, head=7, dec=(9, 5), n_tokens=30,
+                           seed=0) -> dict[str, torch.Tensor]:
+    """A tiny random state dict in the key layout of the released UCE model.py."""
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g) * 0.3
+
+    sd = {"pos_encoder.pe": r(64, 1, d), "encoder.0.weight": r(d, token_dim), "encoder.0.bias": r(d),
+          "encoder.2.weight": 1 + r(d), "encoder.2.bias": r(d)}
+    for i in range(nlayers):
+        p = f"transformer_encoder.layers.{i}."
+        sd.update({p + "self_attn.in_proj_weight": r(3 * d, d), p + "self_attn.in_proj_bias": r(3 * d),
+                   p + "self_attn.out_proj.weight": r(d, d), p + "self_attn.out_proj.bias": r(d),
+                   p + "linear1.weight": r(d_hid, d), p + "linear1.bias": r(d_hid),
+                   p + "linear2.weight": r(d, d_hid), p + "linear2.bias": r(d),
+                   p + "norm1.weight": 1 + r(d), p + "norm1.bias": r(d),
+                   p + "norm2.weight": 1 + r(d), p + "norm2.bias": r(d)})
+    for j, (a, b) in enumerate([(d, head), (head, out), (out, out)]):
+        sd.update({f"decoder.{j}.0.weight": r(b, a), f"decoder.{j}.0.bias": r(b),
+                   f"decoder.{j}.1.weight": 1 + r(b), f"decoder.{j}.1.bias": r(b)})
+    sd.update({"decoder.3.weight": r(out, out), "decoder.3.bias": r(out)})
+    dims = [out + d, *dec]
+    for j, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+        sd.update({f"binary_decoder.{j}.0.weight": r(b, a), f"binary_decoder.{j}.0.bias": r(b),
+                   f"binary_decoder.{j}.1.weight": 1 + r(b), f"binary_decoder.{j}.1.bias": r(b)})
+    sd.update({f"binary_decoder.{len(dec)}.weight": r(1, dec[-1]), f"binary_decoder.{len(dec)}.bias": r(1)})
+    sd.update({"gene_embedding_layer.0.weight": r(d, token_dim), "gene_embedding_layer.0.bias": r(d),
+               "gene_embedding_layer.2.weight": 1 + r(d), "gene_embedding_layer.2.bias": r(d)})
+    sd["pe_embedding.weight"] = r(n_tokens, token_dim)
+    return sd
+
+
+def _reference_cls(sd, tokens, nhead):
+    """UCE's forward written out from the state dict (sequence-first, no positions, no padding)."""
+    d = sd["encoder.0.weight"].shape[0]
+    x = F.normalize(sd["pe_embedding.weight"][tokens], dim=-1).transpose(0, 1)  # (L, B, token_dim)
+    h = F.layer_norm(F.gelu(F.linear(x, sd["encoder.0.weight"], sd["encoder.0.bias"])), (d,),
+                     sd["encoder.2.weight"], sd["encoder.2.bias"]) * math.sqrt(d)
+    n_layers = len({k.split(".")[2] for k in sd if k.startswith("transformer_encoder.layers.")})
+    for i in range(n_layers):
+        layer = nn.TransformerEncoderLayer(d, nhead, sd[f"transformer_encoder.layers.{i}.linear1.weight"].shape[0],
+                                           dropout=0.0)
+        prefix = f"transformer_encoder.layers.{i}."
+        layer.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
+        h = layer.eval()(h)
+    c = h[0]
+    for j in range(3):
+        w = sd[f"decoder.{j}.0.weight"]
+        c = F.gelu(F.layer_norm(F.linear(c, w, sd[f"decoder.{j}.0.bias"]), (w.shape[0],),
+                                sd[f"decoder.{j}.1.weight"], sd[f"decoder.{j}.1.bias"]))
+    c = F.linear(c, sd["decoder.3.weight"], sd["decoder.3.bias"])
+    return F.normalize(c, dim=1)
+
+
+def test_loader_maps_the_released_uce_key_layout():
+    sd = _uce_layout_state_dict()
+    cfg = uce_config_from_state_dict(sd, nhead=2)
+    assert (cfg.nlayers, cfg.d_model, cfg.d_hid, cfg.output_dim, cfg.head_hidden) == (2, 8, 12, 6, 7)
+    assert cfg.decoder_hidden == (9, 5) and cfg.positional_encoding is False
+    model = load_uce_state_dict(sd, config=cfg)
+    own = model.state_dict()
+    torch.testing.assert_close(own["transformer.layers.1.linear2.weight"], sd["transformer_encoder.layers.1.linear2.weight"])
+    torch.testing.assert_close(own["cell_head.2.1.bias"], sd["decoder.2.1.bias"])
+    torch.testing.assert_close(own["expression_decoder.2.weight"], sd["binary_decoder.2.weight"])
+    torch.testing.assert_close(own["token_table"], sd["pe_embedding.weight"])
+    tokens = torch.randint(3, 30, (4, 11))
+    tokens[:, 0] = CLS
+    with torch.no_grad():
+        torch.testing.assert_close(model(tokens), _reference_cls(sd, tokens, nhead=2), atol=1e-5, rtol=1e-4)
+        logits = model.expression_logits(model(tokens), torch.randint(3, 30, (4, 5)))
+    assert logits.shape == (4, 5)
+    # our token table picked from the released one by row
+    picked = load_uce_state_dict(sd, config=cfg, token_rows=np.array([0, 1, 2, 7, 9]))
+    torch.testing.assert_close(picked.token_table[3], sd["pe_embedding.weight"][7])
+
+
+def test_loader_rejects_a_wrong_layout():
+    sd = _uce_layout_state_dict()
+    cfg = uce_config_from_state_dict(sd, nhead=2)
+    bad = {k: v for k, v in sd.items() if not k.startswith("transformer_encoder.layers.1.")}
+    with pytest.raises(ScpriorInputError, match="missing"):
+        load_uce_state_dict(bad, config=cfg)
+    with pytest.raises(ScpriorInputError, match="Not a UCE state dict"):
+        uce_config_from_state_dict({"foo": torch.zeros(1)})
+    odd = dict(sd, **{"extra_head.weight": torch.zeros(2)})
+    with pytest.raises(ScpriorInputError, match="does not know"):
+        load_uce_state_dict(odd, config=cfg)
+
+
+def test_model_masks_padding_exactly():
+    torch.manual_seed(0)
+    model = UCEModel(torch.randn(20, 6), UCEConfig(**{**TINY, "dropout": 0.0})).eval()
+    short = torch.tensor([[CLS, 5, 6, 7, CHROM_END]])
+    padded = torch.cat([short, torch.full((1, 6), PAD)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(short), model(padded), atol=1e-5, rtol=1e-5)

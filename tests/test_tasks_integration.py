@@ -1,0 +1,141 @@
+"""The integration task's pieces on tiny data: orthologs, HVGs, baselines, metrics, summaries."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from integration_helpers import one_torch_thread, two_species  # noqa: F401
+from scprior.errors import ScpriorInputError
+from scprior.tasks.integration import evaluation as ev
+from scprior.tasks.integration import metrics as me
+from scprior.tasks.integration.baselines import harmony_embedding, pca_embedding
+from scprior.tasks.integration.data import one2one_pairs, ortholog_adata, select_hvgs
+from scprior.tasks.integration.methods import MethodRun, scaled, with_overrides
+
+
+def _structured(n_per: int = 40, seed: int = 0, shift: float = 3.0):
+    """Two species x 3 cell types in 8-d: types separate; species differ by a constant shift."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4.0, size=(3, 8))
+    rows, labels, species, donors = [], [], [], []
+    for s_i, s in enumerate(("human", "mouse")):
+        for t in range(3):
+            rows.append(centres[t] + s_i * shift + rng.normal(size=(n_per, 8)))
+            labels += [f"type{t}"] * n_per
+            species += [s] * n_per
+            donors += [f"{s}_d{k % 2}" for k in range(n_per)]
+    obs = pd.DataFrame({"cell_type": labels, "species": species, "batch": donors},
+                       index=[f"c{i}" for i in range(len(labels))])
+    return np.vstack(rows).astype(np.float32), obs
+
+
+def test_orthologs_keep_unique_one2one_pairs_measured_in_both():
+    adatas = two_species(n_genes=12)
+    for a in adatas.values():
+        a.X = a.layers["counts"].copy()
+    orth = pd.DataFrame({"human": ["GENE0", "GENE1", "GENE2", "GENE3", "GENE3", "GENE11"],
+                         "mouse": ["Gene0", "Gene1", "Gene5", "Gene3", "Gene4", "Gene9"],
+                         "homology_type": ["one2one", "one2one", "one2many", "one2one", "one2one", "one2one"],
+                         "confidence": 1})
+    pairs = one2one_pairs(orth, adatas["human"].var_names, adatas["mouse"].var_names)
+    assert list(pairs["human"]) == ["GENE0", "GENE1"]  # GENE3 is not unique; Gene9 is not measured
+    o = ortholog_adata(adatas, orth)
+    assert o.shape == (170, 2) and list(o.var["mouse"]) == ["Gene0", "Gene1"]
+    np.testing.assert_array_equal(o.layers["counts"][90:].toarray()[:, 1], adatas["mouse"].layers["counts"][:, 1].toarray().ravel())
+    assert list(o.obs["species"].cat.categories) == ["human", "mouse"]
+    with pytest.raises(ScpriorInputError, match="No one-to-one"):
+        one2one_pairs(orth.assign(homology_type="many2many"), adatas["human"].var_names, adatas["mouse"].var_names)
+
+
+def test_select_hvgs_returns_requested_number_of_expressed_genes():
+    a = two_species(n_genes=40)["human"]
+    genes = select_hvgs(a, 10)
+    assert len(genes) == 10 and len(set(genes)) == 10 and set(genes) <= set(a.var_names)
+    assert select_hvgs(a, 1000) == [g for g in a.var_names if (a.layers["counts"][:, [list(a.var_names).index(g)]] > 0).sum() >= 3]
+
+
+def test_baselines_shapes_and_harmony_mixes_species():
+    x, obs = _structured()
+    a = ad.AnnData(X=np.abs(x), obs=obs)
+    pca = pca_embedding(a, n_comps=5, seed=0)
+    assert pca.shape == (240, 5)
+    h = harmony_embedding(pca, obs["species"].to_numpy(), seed=0)
+    assert h.shape == pca.shape
+    sp = obs["species"].to_numpy()
+    gap = lambda e: np.linalg.norm(e[sp == "human"].mean(0) - e[sp == "mouse"].mean(0))  # noqa: E731
+    assert gap(h) < gap(pca)
+
+
+def test_scaled_is_zero_mean_unit_variance():
+    x, obs = _structured()
+    out = scaled(ad.AnnData(X=x, obs=obs))
+    np.testing.assert_allclose(out.X.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(out.X.std(0), 1, atol=1e-4)
+
+
+def test_label_transfer_tree_and_mutual_nn_on_aligned_and_shifted_embeddings():
+    x, obs = _structured(shift=0.0)
+    labels, species = obs["cell_type"].to_numpy(), obs["species"].to_numpy()
+    res = me.transfer_both_ways(x, labels, species)
+    assert res["human->mouse"]["balanced_accuracy"] > 0.95 and res["mouse->human"]["n_types"] == 3
+    cents = me.celltype_centroids(x, labels, species)
+    score, table = me.mutual_nn_score(cents)
+    assert score == 1.0 and table["mutual"].all()
+    link = me.celltype_tree(cents)
+    assert link.shape == (5, 4)
+    # scramble mouse labels: the mouse centroids no longer match the human ones
+    scrambled = labels.copy()
+    m = species == "mouse"
+    scrambled[m] = np.roll(scrambled[m], 40)
+    assert me.mutual_nn_score(me.celltype_centroids(x, scrambled, species))[0] == 0.0
+    assert me.label_transfer(x, scrambled, species, source="human", target="mouse")["balanced_accuracy"] < 0.1
+
+
+def test_label_transfer_skips_unshared_and_rare_types():
+    x, obs = _structured()
+    labels = obs["cell_type"].to_numpy().copy()
+    labels[:3] = "rare"
+    res = me.label_transfer(x, labels, obs["species"].to_numpy(), source="human", target="mouse", min_cells=5)
+    assert res["n_types"] == 3
+    with pytest.raises(ScpriorInputError):
+        me.label_transfer(x, labels, obs["species"].to_numpy(), source="human", target="frog")
+
+
+def test_sklearn_neighbors_include_self():
+    x, _ = _structured(n_per=10)
+    nn = me.sklearn_neighbors(x, 5)
+    assert nn.indices.shape == (60, 5) and (nn.indices[:, 0] == np.arange(60)).all()
+    assert (np.diff(nn.distances, axis=1) >= 0).all()
+
+
+@pytest.mark.slow
+def test_scib_benchmark_and_donor_scores_rank_a_good_embedding_higher():
+    x, obs = _structured(n_per=30, shift=0.0)
+    rng = np.random.default_rng(1)
+    runs = {"pca": MethodRun(x + rng.normal(scale=6.0, size=x.shape).astype(np.float32), 0.0),
+            "good": MethodRun(x, 1.0)}
+    records, table = ev.evaluate_seed(obs, runs, seed=0, donor_batch=True)
+    scores = me.scib_scores(table.drop(columns="seed"))
+    assert scores.loc["X_good", "Bio conservation"] > scores.loc["X_pca", "Bio conservation"]
+    assert set(records.columns) >= {"scib_total", "scib_batch_donor", "transfer_bal_acc[human->mouse]", "tree_mutual_nn"}
+    summary = ev.metrics_json(pd.concat([records, records.assign(seed=1)]), dataset="toy", seeds=[0, 1])
+    assert set(summary["methods"]["good"]) == {"scib_total", "scib_bio", "scib_batch", "transfer_bal_acc", "tree_mutual_nn"}
+    raw = ev.mean_scib_results([table, table])
+    assert "Metric Type" in raw.columns and "silhouette_label" in raw.index
+
+
+def test_summaries_mean_sd_and_verdict():
+    rec = pd.DataFrame({"seed": [0, 1, 0, 1], "method": ["m", "m", "b", "b"], "scib_total": [0.6, 0.7, 0.5, 0.55]})
+    ms = ev.mean_sd(rec)
+    assert ms.loc["m", "scib_total"] == pytest.approx(0.65) and ms.loc["b", "scib_total_sd"] > 0
+    verdict = ev.beats(rec, models=["m"], baselines=["b"], columns=["scib_total"])
+    assert verdict["better_on_mean"].iloc[0] and verdict["clearly_better"].iloc[0]
+
+
+def test_with_overrides_merges_nested_settings():
+    base = {"macrogenes": {"pretrain_epochs": 20, "latent_dim": 64}, "uce": {"epochs": 4}}
+    out = with_overrides(base, {"macrogenes": {"pretrain_epochs": 2}})
+    assert out == {"macrogenes": {"pretrain_epochs": 2, "latent_dim": 64}, "uce": {"epochs": 4}}
+    assert base["macrogenes"]["pretrain_epochs"] == 20
