@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "PYTHONPATH": str(root / "lib") + os.pathsep + os.environ.get("PYTHONPATH", "")}
         with tempfile.TemporaryDirectory() as tmp:
             cmd = [sys.executable, "-m", "scprior.knowledge.build", "--raw", str(resolve(args.raw)),
-                   "--out", str(Path(tmp) / "knowledge"), "--quiet"]
+                   "--out", str(Path(tmp) / "knowledge"), "--timings", str(Path(tmp) / "timings.json"), "--quiet"]
             if args.quick:
                 sys.path.insert(0, str(root / "tests"))
                 from conftest import QUICK_HVG, perturbation_genes  # the fixture's own gene choice
@@ -118,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             results[f"{key}_wall_s"] = round(wall, 1)
             results[f"{key}_peak_rss_gib"] = round(peak, 2)
             results[f"{key}_returncode"] = rc
-            manifest = Path(tmp) / "knowledge" / "manifest.json"
-            if manifest.is_file():
-                results[f"{key}_steps_s"] = json.loads(manifest.read_text())["timings_s"]
+            timing = Path(tmp) / "timings.json"
+            if timing.is_file():
+                results[f"{key}_steps_s"] = json.loads(timing.read_text())["timings_s"]
     print(json.dumps(results, indent=2))
     return 0
 

@@ -52,6 +52,9 @@ def test_tables_are_complete_and_keep_their_contract(knowledge_dir):
     assert set(store.load_gene_sets("human", knowledge_dir)) == set(store.load_gene_sets("mouse", knowledge_dir))
     assert len(store.load_protein_domains("human", knowledge_dir)) > 10000
     assert manifest["rows"]["genes_human"] == len(human)
+    # run-to-run timings live outside the output folder so its DVC hash is reproducible
+    assert not {"timings_s", "cpu_s", "rates"} & set(manifest)
+    assert not any("seconds" in entry for entry in manifest["embeddings"].values())
 
 
 def test_quick_embeddings_cover_the_quick_gene_set(knowledge_dir):

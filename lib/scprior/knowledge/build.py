@@ -163,12 +163,15 @@ def _restrict(symbols: pd.Series, genes: dict[str, list[str]] | None, species: s
 
 def build_knowledge(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
                     genes: dict[str, list[str]] | None = None, progress: bool = True,
-                    config: KnowledgeConfig | None = None) -> dict:
+                    config: KnowledgeConfig | None = None,
+                    timings_file: str | os.PathLike | None = None) -> dict:
     """Build every knowledge table and embedding from ``raw_dir`` into ``out_dir``; return the manifest.
 
     ``genes`` (``{"human": [...], "mouse": [...]}``) restricts only the embedding step to those
-    symbols (matched case-insensitively); tables are always complete. The manifest (also written
-    to ``out_dir/manifest.json``) records inputs, parameters, row counts and timings.
+    symbols (matched case-insensitively); tables are always complete. ``out_dir/manifest.json``
+    records inputs, parameters and row counts, so the same inputs give the same bytes and DVC
+    does not rerun the stages downstream. Wall and CPU timings (keys ``timings_s``, ``cpu_s``,
+    ``rates``) vary run to run: they are in the returned dict and, if given, in ``timings_file``.
     """
     import torch
 
@@ -182,6 +185,7 @@ def build_knowledge(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     cpu_times: dict[str, float] = {}
+    rates: dict[str, dict[str, float]] = {}
     t0, c0 = time.perf_counter(), _cpu_seconds()
     cpu_mark = [c0]
 
@@ -263,8 +267,8 @@ def build_knowledge(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
             "restricted": genes is not None, "real": True,
         })
         store.save_embeddings(emb, out_dir)
-        embeddings[f"text_minilm_{sp_name}"] = {"genes": len(emb), "dim": emb.dim, "seconds": round(secs, 2),
-                                                 "genes_per_second": round(len(emb) / secs, 1)}
+        embeddings[f"text_minilm_{sp_name}"] = {"genes": len(emb), "dim": emb.dim}
+        rates[f"text_minilm_{sp_name}"] = {"seconds": round(secs, 2), "genes_per_second": round(len(emb) / secs, 1)}
     t = lap("text_embeddings", t)
 
     # protein: fit on the human sequences needed; mouse rows are their human ortholog's rows
@@ -287,8 +291,8 @@ def build_knowledge(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
             emb = GeneEmbeddings(np.asarray(hsyms, dtype=object), mat[[row[s] for s in hsyms]], "human",
                                  "protein_kmer", {**prov, "borrowed": False})
             store.save_embeddings(emb, out_dir)
-            embeddings["protein_kmer_human"] = {"genes": len(emb), "dim": emb.dim, "seconds": round(secs, 2),
-                                                 "genes_per_second": round(len(fit) / secs, 1)}
+            embeddings["protein_kmer_human"] = {"genes": len(emb), "dim": emb.dim}
+            rates["protein_kmer_human"] = {"seconds": round(secs, 2), "genes_per_second": round(len(fit) / secs, 1)}
         msub = prot_m.set_index("symbol").loc[want_m]
         if len(msub):
             emb = GeneEmbeddings(msub.index.to_numpy(dtype=object), mat[[row[s] for s in msub["human_symbol"]]],
@@ -315,14 +319,25 @@ def build_knowledge(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
             "protein_domains_human": int(domains["symbol"].isin(human["symbol"]).sum()),
         },
         "embeddings": embeddings,
+    }
+    _write_json(manifest, out_dir / "manifest.json")
+    timing = {
         "timings_s": {**timings, "total": round(time.perf_counter() - t0, 2)},
         "cpu_s": {**cpu_times, "total": round(_cpu_seconds() - c0, 2)},
+        "rates": rates,
     }
-    tmp = out_dir / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, out_dir / "manifest.json")
-    _log(progress, f"done in {manifest['timings_s']['total']:.0f} s -> {out_dir}")
-    return manifest
+    if timings_file is not None:
+        Path(timings_file).parent.mkdir(parents=True, exist_ok=True)
+        _write_json({"threads": threads, **timing}, Path(timings_file))
+    _log(progress, f"done in {timing['timings_s']['total']:.0f} s -> {out_dir}")
+    return {**manifest, **timing}
+
+
+def _write_json(obj: dict, path: Path) -> None:
+    """Write ``obj`` as sorted, indented JSON atomically (temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
 
 
 def read_genes_file(path: str | os.PathLike) -> dict[str, list[str]]:
@@ -347,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw", default="data/raw")
     parser.add_argument("--out", default=store.DEFAULT_DIR)
     parser.add_argument("--genes-file", default=None, help="restrict the embeddings to these genes")
+    parser.add_argument("--timings", default=None,
+                        help="write wall/CPU timings here (kept out of --out so its bytes are reproducible)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
@@ -356,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     genes = read_genes_file(args.genes_file) if args.genes_file else None
     try:
         build_knowledge(resolve(args.raw), resolve(args.out), genes=genes, progress=not args.quiet,
-                        config=KnowledgeConfig.from_dict(params))
+                        config=KnowledgeConfig.from_dict(params),
+                        timings_file=resolve(args.timings) if args.timings else None)
     except ScpriorInputError as exc:
         print(f"scprior.knowledge.build: {exc}", file=sys.stderr)
         return 1
