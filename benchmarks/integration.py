@@ -36,6 +36,7 @@ def synthetic(n_cells: int, n_genes: int, *, seed: int = 0, n_types: int = 8):
     import anndata as ad
     import pandas as pd
     import scipy.sparse as sp
+
     from scprior.knowledge.embeddings import GeneEmbeddings
 
     rng = np.random.default_rng(seed)
@@ -71,6 +72,7 @@ def _timed_fit(model, loss_fn, loader, n_batches: int, lr: float):
 def bench_one(model_name: str, n_cells: int, *, n_batches: int, embed_cells: int, seed: int = 0) -> dict:
     """Run one (model, size) measurement in this process; return the numbers."""
     import torch
+
     from scprior.config import notebook_params
     from scprior.models import macrogene_integrator as mi
     from scprior.models import scilama as sl

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
 from conftest import make_counts_adata
 from scprior.knowledge.embeddings import GeneEmbeddings
 

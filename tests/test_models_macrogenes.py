@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from integration_helpers import one_torch_thread, random_embeddings, two_species  # noqa: F401
+
 from scprior.errors import ScpriorInputError
 from scprior.knowledge.embeddings import GeneEmbeddings
 from scprior.models.macrogene_integrator import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from integration_helpers import one_torch_thread  # noqa: F401
+
 from scprior.models.metric_learning import (
     cross_species_positives,
     semihard_triplet_loss,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_counts_adata
 from integration_helpers import one_torch_thread  # noqa: F401
+
+from conftest import make_counts_adata
 from scprior.errors import ScpriorInputError
 from scprior.knowledge.embeddings import GeneEmbeddings
 from scprior.models.scilama import SciLaMAConfig, fuse, train_scilama

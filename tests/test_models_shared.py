@@ -8,6 +8,7 @@ import scipy.sparse as sp
 import torch
 from integration_helpers import one_torch_thread  # noqa: F401
 from scipy import stats
+
 from scprior.models.batching import predict_batches, rows_loader, validation_split
 from scprior.models.layers import GradientReversal, mlp
 from scprior.models.likelihoods import gaussian_kl, zinb_log_prob

@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 import torch
 from integration_helpers import one_torch_thread, random_embeddings, random_gene_tables, two_species  # noqa: F401
+from torch import nn
+from torch.nn import functional as F
+
 from scprior.errors import ScpriorInputError
 from scprior.models.uce import (
     CHROM_END,
@@ -23,8 +26,6 @@ from scprior.models.uce import (
     train_uce,
     uce_config_from_state_dict,
 )
-from torch import nn
-from torch.nn import functional as F
 
 TINY = dict(d_model=16, nhead=2, d_hid=32, nlayers=2, output_dim=8, head_hidden=16, decoder_hidden=(16, 8),
             sample_size=24, n_positive=4, n_negative=4, batch_size=16, progress=False, device="cpu")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from scprior.nbrun import run_notebook
 
 NOTEBOOK = "notebooks/01_cross_species_integration.ipynb"

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from integration_helpers import one_torch_thread, two_species  # noqa: F401
+
 from scprior.errors import ScpriorInputError
 from scprior.tasks.integration import evaluation as ev
 from scprior.tasks.integration import metrics as me
