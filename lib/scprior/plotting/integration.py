@@ -61,7 +61,8 @@ def umap_grid(coords: Mapping[str, np.ndarray], obs: pd.DataFrame, *, labels: Ma
     return fig
 
 
-def scib_results_table(mean_results: pd.DataFrame, *, batch_key: str = "species", label_key: str = "cell_type"):
+def scib_results_table(mean_results: pd.DataFrame, *, batch_key: str = "species", label_key: str = "cell_type",
+                       dataset: str = "", simulated: bool = False):
     """The scib-metrics results table (plottable, as ``Benchmarker.plot_results_table`` draws it)
     for results averaged over seeds; returns the figure.
 
@@ -81,7 +82,9 @@ def scib_results_table(mean_results: pd.DataFrame, *, batch_key: str = "species"
     bm._results = mean_results.copy()  # scib-metrics 0.5.10 keeps its results table here
     bm._benchmarked = True
     table = bm.plot_results_table(min_max_scale=False, show=False)
-    return table.ax.figure
+    fig = table.ax.figure
+    fig.suptitle(figure_title("scib-metrics, means over seeds", dataset=dataset, simulated=simulated), y=1.02)
+    return fig
 
 
 def transfer_bars(records: pd.DataFrame, *, labels: Mapping[str, str] | None = None,
