@@ -46,10 +46,20 @@ def test_modes_shapes_and_phases(data, mode, tmp_path):
     assert a.obsm.keys() == set()
 
 
-def test_stepwise_freezes_the_sample_vae_in_its_second_phase(data):
+def test_stepwise_freezes_the_sample_vae_in_its_second_phase(data, tmp_path):
     a, emb = data
-    res = train_scilama(a, emb, config=_cfg(mode="stepwise", epochs=2, patience=None), covariate_key="species")
+    res = train_scilama(a, emb, config=_cfg(mode="stepwise", epochs=2, patience=None), covariate_key="species",
+                        checkpoint_dir=tmp_path)
     assert all(p.requires_grad for p in res.model.parameters())  # unfrozen for the joint phase
+    states = {p: torch.load(tmp_path / f"scilama_{p}.pt", weights_only=False)["model_state"]
+              for p in ("beta_vae", "gene_vae", "joint")}
+    sample = [k for k in states["beta_vae"] if k.split(".")[0] in ("sample_encoder", "sample_decoder", "output")]
+    gene = [k for k in states["beta_vae"] if k.startswith("gene_")]
+    assert sample and gene
+    # phase 2 trains the gene VAE only: sample-VAE weights stay as phase 1 left them; phase 3 moves both
+    assert all(torch.equal(states["beta_vae"][k], states["gene_vae"][k]) for k in sample)
+    assert not all(torch.equal(states["beta_vae"][k], states["gene_vae"][k]) for k in gene)
+    assert not all(torch.equal(states["gene_vae"][k], states["joint"][k]) for k in sample)
     # phase 2 history has the joint loss terms, like the joint phase
     assert {"train_sse", "train_kl", "val_loss"} <= set(res.phases["gene_vae"].history[0])
 
