@@ -12,7 +12,7 @@ from scprior.errors import ScpriorInputError
 from scprior.tasks.integration import evaluation as ev
 from scprior.tasks.integration import metrics as me
 from scprior.tasks.integration.baselines import harmony_embedding, pca_embedding
-from scprior.tasks.integration.data import one2one_pairs, ortholog_adata, select_hvgs
+from scprior.tasks.integration.data import load_knowledge, one2one_pairs, ortholog_adata, select_hvgs
 from scprior.tasks.integration.methods import MethodRun, scaled, with_overrides
 
 
@@ -140,3 +140,12 @@ def test_with_overrides_merges_nested_settings():
     out = with_overrides(base, {"macrogenes": {"pretrain_epochs": 2}})
     assert out == {"macrogenes": {"pretrain_epochs": 2, "latent_dim": 64}, "uce": {"epochs": 4}}
     assert base["macrogenes"]["pretrain_epochs"] == 20
+
+
+def test_knowledge_sources_are_configurable(knowledge_dir):
+    know = load_knowledge(knowledge_dir, sources={"protein": "text_minilm", "text": "text_minilm"})
+    assert know.embeddings["protein"]["mouse"].source == "text_minilm" and know.embeddings["protein"]["human"].dim == 384
+    with pytest.raises(ScpriorInputError, match="Unknown embedding set"):
+        load_knowledge(knowledge_dir, sources={"esm": "esm2_650m"})
+    with pytest.raises(ScpriorInputError, match="esm2_650m"):
+        load_knowledge(knowledge_dir, sources={"protein": "esm2_650m"})

@@ -50,13 +50,23 @@ class Knowledge:
 
 
 def load_knowledge(knowledge_dir: str | os.PathLike = "data/processed/knowledge",
-                   species: Iterable[str] = SPECIES) -> Knowledge:
-    """Protein and text embeddings, gene tables and orthologs from the knowledge folder."""
+                   species: Iterable[str] = SPECIES, *, sources: Mapping[str, str] | None = None) -> Knowledge:
+    """Protein and text embeddings, gene tables and orthologs from the knowledge folder.
+
+    ``sources`` maps the models' embedding sets (``protein``, ``text``) to knowledge sources
+    (default :data:`EMBEDDING_SOURCES`); e.g. ``{"protein": "esm2_650m", "text": "text_minilm"}``
+    after storing ESM embeddings with :func:`scprior.knowledge.store.save_embeddings`.
+    """
     from scprior.knowledge import store
 
     species = list(species)
+    sources = dict(EMBEDDING_SOURCES if sources is None else sources)
+    unknown = set(sources) - set(EMBEDDING_SOURCES)
+    if unknown:
+        raise ScpriorInputError(f"Unknown embedding set(s) {sorted(unknown)}: the models take "
+                                f"{sorted(EMBEDDING_SOURCES)}, each mapped to a knowledge source name.")
     emb = {k: {s: store.load_embeddings(src, s, knowledge_dir) for s in species}
-           for k, src in EMBEDDING_SOURCES.items()}
+           for k, src in sources.items()}
     tables = {s: store.load_gene_table(s, knowledge_dir) for s in species}
     return Knowledge(embeddings=emb, gene_tables=tables, orthologs=store.load_orthologs(knowledge_dir))
 

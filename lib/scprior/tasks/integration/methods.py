@@ -74,10 +74,14 @@ class TaskData:
 
 
 def prepare_task(processed_dir: str | os.PathLike, knowledge_dir: str | os.PathLike, *, n_hvg: int = 2000,
-                 n_hvg_orthologs: int = 2000, max_cells: int | None = None, seed: int = 0) -> TaskData:
-    """Read Baron + knowledge; HVGs per species among genes with an embedding; ortholog HVGs."""
+                 n_hvg_orthologs: int = 2000, max_cells: int | None = None, seed: int = 0,
+                 embedding_sources: Mapping[str, str] | None = None) -> TaskData:
+    """Read Baron + knowledge; HVGs per species among genes with an embedding; ortholog HVGs.
+
+    ``embedding_sources``: see :func:`.data.load_knowledge` (default protein_kmer and text_minilm).
+    """
     adatas = load_baron(processed_dir, max_cells=max_cells, seed=seed)
-    know = load_knowledge(knowledge_dir)
+    know = load_knowledge(knowledge_dir, sources=embedding_sources)
     hvg = species_hvgs(adatas, n_hvg, covered={s: embedded_genes(know, s) for s in adatas})
     orth = ortholog_adata(adatas, know.orthologs)
     genes = select_hvgs(orth, n_hvg_orthologs, batch_key="species")
