@@ -26,7 +26,7 @@ def perturbation_processed(knowledge_dir, tmp_path_factory):
     from scprior.config import section
 
     cfg = sim_config({**section("perturbation_sim", ROOT / "params.yaml"), **QUICK_SIM})
-    build_simulated(knowledge_dir, out / PERTURBATION_DATASETS["perturb_simulated"], cfg)
+    build_simulated(knowledge_dir / "regulon.parquet", out / PERTURBATION_DATASETS["perturb_simulated"], cfg)
     build_norman(ROOT / "data" / "raw", out / PERTURBATION_DATASETS["norman19_devel"])
     return out
 

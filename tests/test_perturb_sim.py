@@ -112,3 +112,17 @@ def test_bad_regulon():
         simulate_perturb_seq(make_regulon().rename(columns={"tf": "source"}), CFG)
     with pytest.raises(ScpriorInputError, match="regulators"):
         simulate_perturb_seq(make_regulon(n_tfs=5), CFG)
+
+
+def test_regulon_table_reader_fails_clearly(tmp_path):
+    from scprior.data.perturbation_prepare import read_regulon_table
+
+    with pytest.raises(ScpriorInputError, match="dvc repro knowledge"):
+        read_regulon_table(tmp_path / "regulon.parquet")
+    bad = tmp_path / "edges.tsv"
+    bad.write_text("source\ttarget\nA\tB\n")
+    with pytest.raises(ScpriorInputError, match="tf"):
+        read_regulon_table(bad)
+    good = tmp_path / "edges.csv"
+    good.write_text("tf,target\nA,B\nA,C\n")
+    assert read_regulon_table(good)[["tf", "target"]].values.tolist() == [["A", "B"], ["A", "C"]]

@@ -12,7 +12,12 @@ from scprior.errors import ScpriorInputError
 from scprior.tasks.integration import evaluation as ev
 from scprior.tasks.integration import metrics as me
 from scprior.tasks.integration.baselines import harmony_embedding, pca_embedding
-from scprior.tasks.integration.data import load_knowledge, one2one_pairs, ortholog_adata, select_hvgs
+from scprior.tasks.integration.data import (
+    load_knowledge,
+    one2one_pairs,
+    ortholog_adata,
+    select_hvgs,
+)
 from scprior.tasks.integration.methods import MethodRun, scaled, with_overrides
 
 

@@ -1,7 +1,7 @@
 """DVC stages of the perturbation task: the SIMULATED demo file and the real Norman cells, both in
 GEARS's layout under ``data/processed/``.
 
-    python -m scprior.data.perturbation_prepare simulated [--knowledge data/processed/knowledge] [--out ...]
+    python -m scprior.data.perturbation_prepare simulated [--regulon data/processed/knowledge/regulon.parquet] [--out ...]
     python -m scprior.data.perturbation_prepare norman [--raw data/raw] [--out ...]
 
 Settings of the simulator come from the ``perturbation_sim`` section of ``params.yaml``. Inputs
@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import anndata as ad
+import pandas as pd
 
 from scprior.config import section
 from scprior.data.gears import read_gears, write_gears
@@ -57,12 +58,27 @@ def sim_config(params: dict | None = None) -> PerturbSimConfig:
     return PerturbSimConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
 
 
-def build_simulated(knowledge_dir: str | Path, out: str | Path, config: PerturbSimConfig) -> Path:
-    """Simulate on the knowledge layer's regulon and write the GEARS-format file."""
-    from scprior.knowledge.store import load_regulon
+def read_regulon_table(path: str | Path) -> pd.DataFrame:
+    """A TF -> target edge table (Parquet, CSV or TSV with columns ``tf``, ``target``), e.g. the
+    knowledge stage's ``data/processed/knowledge/regulon.parquet``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScpriorInputError(f"{path} is missing; run `dvc repro knowledge` (or pass --regulon with a TF -> "
+                                "target table that has columns tf and target).")
+    if path.suffix == ".parquet":
+        table = pd.read_parquet(path)
+    else:
+        table = pd.read_csv(path, sep="\t" if path.suffix in (".tsv", ".txt") else ",")
+    missing = {"tf", "target"} - set(table.columns)
+    if missing:
+        raise ScpriorInputError(f"{path} lacks the column(s) {sorted(missing)}; a regulon needs tf and target.")
+    return table
 
-    adata = simulate_perturb_seq(load_regulon(knowledge_dir), config)
-    adata.uns["scprior"]["regulon"] = "Pathway Commons controls-expression-of (priori), via scprior.knowledge"
+
+def build_simulated(regulon_file: str | Path, out: str | Path, config: PerturbSimConfig) -> Path:
+    """Simulate on a TF -> target table (the knowledge layer's regulon) and write the GEARS-format file."""
+    adata = simulate_perturb_seq(read_regulon_table(regulon_file), config)
+    adata.uns["scprior"]["regulon"] = f"Pathway Commons controls-expression-of (priori), from {Path(regulon_file).name}"
     return write_gears(adata, out)
 
 
@@ -79,14 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the perturbation task's processed files.")
     sub = parser.add_subparsers(dest="what", required=True)
     s = sub.add_parser("simulated", help="SIMULATED GEARS-format demo")
-    s.add_argument("--knowledge", default="data/processed/knowledge")
+    s.add_argument("--regulon", default="data/processed/knowledge/regulon.parquet",
+                   help="TF -> target table (columns tf, target)")
     s.add_argument("--out", default="data/processed/perturb_simulated.h5ad")
     n = sub.add_parser("norman", help="real Norman 2019 cells in GEARS format")
     n.add_argument("--raw", default="data/raw")
     n.add_argument("--out", default="data/processed/norman19_devel_gears.h5ad")
     args = parser.parse_args(argv)
     if args.what == "simulated":
-        path = build_simulated(resolve(args.knowledge), resolve(args.out), sim_config())
+        path = build_simulated(resolve(args.regulon), resolve(args.out), sim_config())
     else:
         path = build_norman(resolve(args.raw), resolve(args.out))
     print(f"wrote {path}")
