@@ -150,6 +150,8 @@ def test_with_overrides_merges_nested_settings():
 def test_knowledge_sources_are_configurable(knowledge_dir):
     know = load_knowledge(knowledge_dir, sources={"protein": "text_minilm", "text": "text_minilm"})
     assert know.embeddings["protein"]["mouse"].source == "text_minilm" and know.embeddings["protein"]["human"].dim == 384
+    partial = load_knowledge(knowledge_dir, sources={"protein": "text_minilm"})
+    assert partial.embeddings["text"]["human"].source == "text_minilm" and partial.embeddings["protein"]["human"].dim == 384
     with pytest.raises(ScpriorInputError, match="Unknown embedding set"):
         load_knowledge(knowledge_dir, sources={"esm": "esm2_650m"})
     with pytest.raises(ScpriorInputError, match="esm2_650m"):

@@ -53,15 +53,15 @@ def load_knowledge(knowledge_dir: str | os.PathLike = "data/processed/knowledge"
                    species: Iterable[str] = SPECIES, *, sources: Mapping[str, str] | None = None) -> Knowledge:
     """Protein and text embeddings, gene tables and orthologs from the knowledge folder.
 
-    ``sources`` maps the models' embedding sets (``protein``, ``text``) to knowledge sources
-    (default :data:`EMBEDDING_SOURCES`); e.g. ``{"protein": "esm2_650m", "text": "text_minilm"}``
-    after storing ESM embeddings with :func:`scprior.knowledge.store.save_embeddings`.
+    ``sources`` maps the models' embedding sets (``protein``, ``text``) to knowledge sources; sets
+    it leaves out keep :data:`EMBEDDING_SOURCES`. E.g. ``{"protein": "esm2_650m"}`` after storing
+    ESM embeddings with :func:`scprior.knowledge.store.save_embeddings`.
     """
     from scprior.knowledge import store
 
     species = list(species)
-    sources = dict(EMBEDDING_SOURCES if sources is None else sources)
-    unknown = set(sources) - set(EMBEDDING_SOURCES)
+    unknown = set(sources or {}) - set(EMBEDDING_SOURCES)
+    sources = {**EMBEDDING_SOURCES, **dict(sources or {})}
     if unknown:
         raise ScpriorInputError(f"Unknown embedding set(s) {sorted(unknown)}: the models take "
                                 f"{sorted(EMBEDDING_SOURCES)}, each mapped to a knowledge source name.")
