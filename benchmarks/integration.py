@@ -6,7 +6,7 @@
 
 Per model (``unify`` = macrogene integrator with protein + text macrogenes, ``uce``, ``scilama``)
 and per size (synthetic negative-binomial counts for two species with the demo's gene numbers and
-random gene embeddings and positions; the demo is the 4,028 Baron cells):
+random gene embeddings and positions; the demo size is the processed Baron cells, both species):
 
 * training seconds per epoch: the first ``--batches`` batches are trained through
   :func:`scprior.models.training.fit` and the time is scaled to a full epoch (stated as such);
@@ -28,7 +28,19 @@ import time
 import numpy as np
 
 MODELS = ("unify", "uce", "scilama")
-DEMO_CELLS = 4028
+
+
+def demo_cells() -> int:
+    """Cells of the processed Baron demo (both species), read in backed mode (no matrix loaded)."""
+    import anndata as ad
+
+    from scprior.data.processed import processed_path
+
+    try:
+        return sum(ad.read_h5ad(processed_path(n), backed="r").n_obs for n in ("baron_human", "baron_mouse"))
+    except (OSError, FileNotFoundError):
+        sys.exit("benchmarks/integration.py: data/processed lacks the Baron files; run `dvc repro prepare` "
+                 "or pass --sizes.")
 
 
 def synthetic(n_cells: int, n_genes: int, *, seed: int = 0, n_types: int = 8):
@@ -112,16 +124,16 @@ def bench_one(model_name: str, n_cells: int, *, n_batches: int, embed_cells: int
         z = uce.embed_cells(model, vocab, sub, batch_size=max(cfg.batch_size, 64))
         rate = len(z) / (time.perf_counter() - start)
     elif model_name == "scilama":
+        import anndata as ad
         import pandas as pd
         import scipy.sparse as sp
 
+        from scprior.tasks.integration.methods import scaled
+
         cfg = sl.SciLaMAConfig(**{**params["scilama"], "progress": False, "device": "cpu"})
-        x = sp.vstack([a.X for a in adatas.values()]).toarray()
-        x = np.log1p(x)
-        x = ((x - x.mean(0)) / (x.std(0) + 1e-6)).astype(np.float32)
+        x = scaled(ad.AnnData(X=np.log1p(sp.vstack([a.X for a in adatas.values()]).toarray()))).X  # as the notebook
         species = np.concatenate([[s] * a.n_obs for s, a in adatas.items()])
-        genes = list(adatas["human"].var_names)
-        inputs = {k: v["human"].lookup(genes)[0] for k, v in emb.items()}
+        genes, inputs = sl.match_gene_inputs(list(adatas["human"].var_names), {k: v["human"] for k, v in emb.items()})
         model = sl.SciLaMA(len(genes), 2, inputs, cfg)
         codes = torch.as_tensor(pd.factorize(species)[0])
         loader = rows_loader(x, codes, batch_size=cfg.batch_size, shuffle=True)
@@ -144,7 +156,7 @@ def bench_one(model_name: str, n_cells: int, *, n_batches: int, embed_cells: int
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--sizes", nargs="+", type=int, default=[DEMO_CELLS, 100_000])
+    parser.add_argument("--sizes", nargs="+", type=int, default=None, help="cells (default: the demo's and 100,000)")
     parser.add_argument("--batches", type=int, default=20, help="training batches timed per measurement")
     parser.add_argument("--embed-cells", type=int, default=5000, help="cells embedded to time inference")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: all CPUs)")
@@ -159,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{'model':8s} {'cells':>7s} {'genes':>6s} {'threads':>7s} {'train s/epoch':>14s} {'cells/s embed':>14s} "
           f"{'peak GiB':>9s}")
-    for model, size in itertools.product(args.models, args.sizes):
+    sizes = args.sizes or [demo_cells(), 100_000]
+    for model, size in itertools.product(args.models, sizes):
         cmd = [sys.executable, __file__, "--one", model, str(size), "--batches", str(args.batches),
                "--embed-cells", str(args.embed_cells), "--threads", str(args.threads)]
         proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -63,7 +63,7 @@ def test_macrogene_layer_forward_mask_and_regulariser():
     np.testing.assert_allclose(w[3:-2], mg.weights, rtol=1e-5)
     x = torch.rand(2, len(rows) + 5)
     np.testing.assert_allclose(layer(x).detach().numpy(), x.numpy() @ w, rtol=1e-5)
-    assert layer.similarity_penalty().item() >= 0
+    assert layer.similarity_penalty().item() > 0  # random embeddings never match the rank weights exactly
     fixed = MacrogeneLayer.from_macrogenes(mg, rows, len(rows) + 5, learnable=False)
     assert len(list(fixed.parameters())) == 0 and len(list(layer.parameters())) == 1
     # weights that reproduce the embedding geometry have no similarity penalty; others do

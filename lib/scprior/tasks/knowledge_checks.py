@@ -42,31 +42,12 @@ def shuffled(emb: GeneEmbeddings, *, seed: int = 0) -> GeneEmbeddings:
                           f"{emb.source}_shuffled", {**emb.provenance, "control": "rows shuffled"})
 
 
-def coverage(emb: GeneEmbeddings, genes: Sequence[str]) -> float:
-    """Fraction of ``genes`` (case-insensitive) that have a vector in ``emb``."""
-    return emb.match(genes).coverage
-
-
 # --------------------------------------------------------------------------------- pair checks
 def cosine_pairs(emb_a: GeneEmbeddings, emb_b: GeneEmbeddings, pairs: pd.DataFrame) -> np.ndarray:
     """Cosine similarity of each (``a``, ``b``) row of ``pairs``; both genes must be embedded."""
     a, _ = emb_a.lookup(pairs["a"].tolist())
     b, _ = emb_b.lookup(pairs["b"].tolist())
     return np.sum(_unit(a) * _unit(b), axis=1)
-
-
-def random_pairs(genes_a: Sequence[str], genes_b: Sequence[str], n: int, *, exclude: set | None = None,
-                 seed: int = 0) -> pd.DataFrame:
-    """``n`` random (a, b) pairs, a != b, not in ``exclude`` (a set of (a, b) tuples)."""
-    rng = np.random.default_rng(seed)
-    genes_a, genes_b = np.asarray(genes_a, dtype=object), np.asarray(genes_b, dtype=object)
-    exclude = exclude or set()
-    out: list[tuple[str, str]] = []
-    while len(out) < n:
-        a = genes_a[rng.integers(0, len(genes_a), 2 * n)]
-        b = genes_b[rng.integers(0, len(genes_b), 2 * n)]
-        out += [(x, y) for x, y in zip(a, b) if x != y and (x, y) not in exclude and (y, x) not in exclude]
-    return pd.DataFrame(out[:n], columns=["a", "b"])
 
 
 def permuted_pairs(related: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:

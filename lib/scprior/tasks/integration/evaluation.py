@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import anndata as ad
 import pandas as pd
 
+from scprior.tasks.integration.data import SPECIES
 from scprior.tasks.integration.methods import MethodRun
 from scprior.tasks.integration.metrics import (
     celltype_centroids,
@@ -17,7 +18,7 @@ from scprior.tasks.integration.metrics import (
     transfer_both_ways,
 )
 
-PAIR = ("human", "mouse")
+PAIR = SPECIES  # label transfer and the tree compare these two
 DIRECTIONS = (f"{PAIR[0]}->{PAIR[1]}", f"{PAIR[1]}->{PAIR[0]}")
 
 
@@ -137,9 +138,3 @@ def beats(records: pd.DataFrame, *, models: Sequence[str], baselines: Sequence[s
                 rows.append({"score": col, "model": m, "baseline": b, "difference": float(a.mean() - c.mean()),
                              "better_on_mean": bool(a.mean() > c.mean()), "clearly_better": bool(a.min() > c.max())})
     return pd.DataFrame(rows)
-
-
-def ranking(summary: pd.DataFrame, column: str = "scib_total") -> list[str]:
-    """Methods ordered by a mean score (best first)."""
-    return list(summary.sort_values(column, ascending=False).index)
-

@@ -143,20 +143,14 @@ def run_methods(task: TaskData, settings: Mapping, *, seed: int, methods: Sequen
                                                  n_latent=int(ev.get("scvi_latent", 30)),
                                                  max_epochs=int(ev.get("scvi_epochs", 200)),
                                                  batch_size=int(ev.get("scvi_batch_size", 128))))
-    if wanted("saturn"):
-        t = time.perf_counter()
-        cfg = _macrogene_config(settings, seed, label_mode="weak", adversarial_weight=0.0)
-        pre = pretrain(task.hvg, {"protein": know.embeddings["protein"]}, config=cfg, checkpoint_dir=ckpt,
-                       name="saturn")
-        _, hist, z = metric_learn(pre, checkpoint_dir=ckpt, name="saturn")
-        done("saturn", t, z, pretrain_epochs=pre.history.epochs_run, best_epoch=pre.history.best_epoch)
-    if wanted("unify_text"):
-        t = time.perf_counter()
-        cfg = _macrogene_config(settings, seed, label_mode="weak", adversarial_weight=0.0)
-        pre = pretrain(task.hvg, {"text": know.embeddings["text"]}, config=cfg, checkpoint_dir=ckpt,
-                       name="unify_text")
-        _, hist, z = metric_learn(pre, checkpoint_dir=ckpt, name="unify_text")
-        done("unify_text", t, z, pretrain_epochs=pre.history.epochs_run, best_epoch=pre.history.best_epoch)
+    for name, emb_set in (("saturn", "protein"), ("unify_text", "text")):  # one embedding set each
+        if wanted(name):
+            t = time.perf_counter()
+            cfg = _macrogene_config(settings, seed, label_mode="weak", adversarial_weight=0.0)
+            pre = pretrain(task.hvg, {emb_set: know.embeddings[emb_set]}, config=cfg, checkpoint_dir=ckpt,
+                           name=name)
+            _, _, z = metric_learn(pre, checkpoint_dir=ckpt, name=name)
+            done(name, t, z, pretrain_epochs=pre.history.epochs_run, best_epoch=pre.history.best_epoch)
     if wanted("unify", "unify_free"):
         t = time.perf_counter()
         cfg = _macrogene_config(settings, seed, label_mode="weak",

@@ -13,8 +13,6 @@ import pandas as pd
 
 from scprior.errors import ScpriorInputError
 
-AGGREGATES = ("Total", "Bio conservation", "Batch correction")
-
 
 # ------------------------------------------------------------------------------ scib-metrics
 def sklearn_neighbors(x: np.ndarray, k: int):
