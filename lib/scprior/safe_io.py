@@ -3,15 +3,17 @@
 Every writer in scprior goes through :func:`atomic_path` (a temporary file in the target's folder,
 renamed over the target only once it is complete, removed if anything fails), and every reader of
 a torch file a user may have downloaded goes through :func:`load_torch_tensors`
-(``torch.load(weights_only=True)``: tensors and plain containers only, never pickled code).
+(``torch.load(weights_only=True)``: tensors and plain containers only, never pickled code); a
+pickle goes through :func:`load_pickle_restricted` (only named classes are rebuilt).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -97,4 +99,41 @@ def load_torch_tensors(path: str | os.PathLike, *, allowed: Iterable[type] = (),
             f"{what} {path} cannot be read safely: {first}. scprior loads only tensors and plain "
             "data (torch.load weights_only=True); re-save the file as a state dict of tensors, or "
             "obtain an intact copy."
+        ) from None
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Rebuilds only the ``(module, name)`` globals it is given; anything else is refused."""
+
+    def __init__(self, fh, allowed: Mapping[tuple[str, str], Any]) -> None:
+        super().__init__(fh)
+        self._allowed = allowed
+
+    def find_class(self, module: str, name: str) -> Any:
+        key = (module, name)
+        if key not in self._allowed:
+            raise pickle.UnpicklingError(f"it asks for {module}.{name}, which scprior never loads from a pickle")
+        found = self._allowed[key]
+        return super().find_class(module, name) if found is None else found
+
+
+def load_pickle_restricted(path: str | os.PathLike, *, allowed: Mapping[tuple[str, str], Any],
+                           what: str = "pickle") -> Any:
+    """Unpickle ``path`` rebuilding only the globals in ``allowed``; never executes other code.
+
+    ``allowed`` maps ``(module, name)`` to the object to use (``None``: the real one). Any other
+    global, a truncated file or a pickle whose rebuild fails (``TypeError`` ...) raises
+    :class:`ScpriorInputError` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ScpriorInputError(f"{what} {path} does not exist: check the path.")
+    try:
+        with open(path, "rb") as fh:
+            return _RestrictedUnpickler(fh, allowed).load()
+    except Exception as exc:  # noqa: BLE001 - a hostile pickle can raise anything
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ScpriorInputError(
+            f"{what} {path} cannot be read safely: {detail}. scprior reads pickles holding plain data "
+            "only; obtain an intact copy or convert the file to a plain format (CSV, Parquet)."
         ) from None

@@ -24,16 +24,19 @@ import pandas as pd
 
 from scprior.errors import ScpriorInputError
 from scprior.knowledge.embeddings import GeneEmbeddings
+from scprior.safe_io import load_torch_tensors
 
 
 def load_esm_model(weights: str | os.PathLike):
     """Load a fair-esm checkpoint file the user already has -> ``(model, alphabet)`` in eval mode.
 
-    The file is unpickled (ESM checkpoints hold argparse objects): load only weights you trust.
-    The model name is the file stem (``esm2_t33_650M_UR50D``), as fair-esm expects.
+    The file is read with ``torch.load(weights_only=True)``: tensors, plain data and the one
+    class fair-esm checkpoints hold (``argparse.Namespace``) only, so a tampered download cannot
+    run code. The model name is the file stem (``esm2_t33_650M_UR50D``), as fair-esm expects.
     """
+    import argparse
+
     import esm
-    import torch
 
     path = Path(weights)
     if not path.is_file():
@@ -41,8 +44,16 @@ def load_esm_model(weights: str | os.PathLike):
             f"ESM weights {path} not found. scprior never downloads them: put a fair-esm checkpoint "
             "(e.g. esm2_t33_650M_UR50D.pt) on disk and pass its path."
         )
-    data = torch.load(path, map_location="cpu", weights_only=False)  # noqa: S614 - user's own file
-    model, alphabet = esm.pretrained.load_model_and_alphabet_core(path.stem, data, None)
+    data = load_torch_tensors(path, allowed=[argparse.Namespace], what="ESM weights")
+    if not isinstance(data, dict) or "model" not in data:
+        raise ScpriorInputError(f"ESM weights {path} are not a fair-esm checkpoint (a dict with 'model' and 'cfg'/'args').")
+    try:
+        model, alphabet = esm.pretrained.load_model_and_alphabet_core(path.stem, data, None)
+    except (KeyError, AttributeError, RuntimeError, TypeError) as exc:
+        raise ScpriorInputError(
+            f"ESM weights {path} do not fit fair-esm's model {path.stem!r} ({type(exc).__name__}: {exc}). Keep the "
+            "file name fair-esm released it under (e.g. esm2_t33_650M_UR50D.pt) and an intact copy."
+        ) from None
     return model.eval(), alphabet
 
 

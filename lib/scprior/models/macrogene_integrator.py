@@ -486,7 +486,9 @@ def integrate(
 
 def load_integrator(path: str | os.PathLike) -> tuple[MacrogeneIntegrator, pd.DataFrame]:
     """Rebuild a trained integrator and its gene axis from a checkpoint written by :func:`integrate`."""
-    state = torch.load(Path(path), map_location="cpu", weights_only=False)
+    from scprior.models.training import load_checkpoint  # tensors + plain data only (weights_only)
+
+    state = load_checkpoint(path, what="integrator checkpoint")
     cfg = MacrogeneIntegratorConfig(**state["config"])
     axis = pd.DataFrame(state["axis"])
     species = list(state["species"])

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from scprior.errors import ScpriorInputError
+
 FLAG_OFF, FLAG_ON, FLAG_PAD = 0, 1, 2
 
 
@@ -47,6 +49,12 @@ class ScGenePTConfig:
     lang_dim: int | None = None
     max_value: float = 512.0
     residual: bool = False  # True: output = control value + decoded change (GEARS-style)
+
+    def __post_init__(self) -> None:
+        if self.nhead < 1 or self.d_model % self.nhead:
+            raise ScpriorInputError(
+                f"nhead ({self.nhead}) must divide d_model ({self.d_model}): attention splits the embedding "
+                "into nhead equal parts. Choose e.g. nhead=4 with d_model=64.")
 
     @property
     def pad_id(self) -> int:

@@ -29,6 +29,7 @@ import torch
 
 from scprior.errors import ScpriorInputError
 from scprior.models.scgenept import ScGenePT, ScGenePTConfig
+from scprior.safe_io import load_torch_tensors
 
 FILES = ("best_model.pt", "args.json", "vocab.json")
 DEFAULT_PREFIXES = ("encoder", "value_encoder", "transformer_encoder")
@@ -75,12 +76,45 @@ def read_scgpt_dir(model_dir: str | os.PathLike) -> tuple[dict[str, torch.Tensor
     for key in ("embsize", "nheads", "d_hid", "nlayers"):
         if key not in args:
             raise ScpriorInputError(f"{model_dir}/args.json lacks {key!r}; is this a scGPT checkpoint?")
-    state = torch.load(model_dir / "best_model.pt", map_location="cpu", weights_only=True)
+    state = load_torch_tensors(model_dir / "best_model.pt", what="scGPT weights")
     if isinstance(state, dict) and "model_state_dict" in state:
         state = state["model_state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ScpriorInputError(f"{model_dir}/best_model.pt is not a state dict of tensors.")
+    check_args_match_state(args, state, name=str(model_dir))
     return dict(state), args, vocab
+
+
+def check_args_match_state(args: dict, state: dict[str, torch.Tensor], *, name: str = "checkpoint") -> None:
+    """Fail unless ``args.json``'s sizes (``embsize``, ``nheads``, ``d_hid``, ``nlayers``) fit the weights.
+
+    A mismatch would otherwise load nothing (every tensor skipped for its shape) and leave an
+    untrained model that looks loaded.
+    """
+    try:
+        sizes = {k: int(args[k]) for k in ("embsize", "nheads", "d_hid", "nlayers")}
+    except (TypeError, ValueError) as exc:
+        raise ScpriorInputError(f"{name}/args.json: embsize, nheads, d_hid and nlayers must be integers ({exc}).") from None
+    if sizes["nheads"] < 1 or sizes["embsize"] % sizes["nheads"]:
+        raise ScpriorInputError(
+            f"{name}/args.json: nheads ({sizes['nheads']}) does not divide embsize ({sizes['embsize']}); "
+            "attention splits the embedding into nheads equal parts. Use the args.json released with these weights.")
+    found: dict[str, int] = {}
+    emb = next((v for k, v in state.items() if _rename(k) == "encoder.embedding.weight"), None)
+    if emb is not None and emb.dim() == 2:
+        found["embsize"] = int(emb.shape[1])
+    layers = {int(m.group(1)) for k in state if (m := re.match(r"transformer_encoder\.layers\.(\d+)\.", k))}
+    if layers:
+        found["nlayers"] = max(layers) + 1
+    lin = state.get("transformer_encoder.layers.0.linear1.weight")
+    if lin is not None and lin.dim() == 2:
+        found["d_hid"] = int(lin.shape[0])
+    wrong = {k: (sizes[k], v) for k, v in found.items() if sizes[k] != v}
+    if wrong:
+        what = ", ".join(f"{k} {a} but the weights have {b}" for k, (a, b) in wrong.items())
+        raise ScpriorInputError(
+            f"{name}: args.json does not match best_model.pt ({what}). The two files come from different "
+            "checkpoints; use the args.json released with these weights.")
 
 
 def config_from_args(args: dict, *, n_tokens: int, n_measured: int, **overrides) -> ScGenePTConfig:

@@ -18,10 +18,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from scprior.errors import ScpriorInputError
 from scprior.runtime import pick_device, seed_everything
+from scprior.safe_io import check_writable, load_torch_tensors, save_torch_atomic
 
 LossFn = Callable[[nn.Module, Any, int], Mapping[str, torch.Tensor]]
 
@@ -87,14 +90,45 @@ def _optimizer(params: Iterable[nn.Parameter], cfg: TrainConfig) -> torch.optim.
     raise ValueError(f"Unknown optimizer {cfg.optimizer!r}; use 'adam', 'adamw' or 'sgd'.")
 
 
+def plain_state(obj: Any) -> Any:
+    """``obj`` as tensors and plain data only (dict/list/tuple/str/int/float/bool/None).
+
+    numpy arrays become tensors (numeric) or lists, numpy scalars Python numbers, so the result
+    loads with ``torch.load(weights_only=True)``. Anything else is a programming error (TypeError).
+    """
+    if obj is None or isinstance(obj, bool | int | float | str | torch.Tensor):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy()) if obj.dtype.kind in "biuf" else obj.tolist()
+    if isinstance(obj, Mapping):
+        return {plain_state(k): plain_state(v) for k, v in obj.items()}
+    if type(obj) is tuple:
+        return tuple(plain_state(v) for v in obj)
+    if isinstance(obj, list | tuple):
+        return [plain_state(v) for v in obj]
+    raise TypeError(f"checkpoint state may hold tensors and plain data only, not {type(obj).__name__}")
+
+
 def save_checkpoint(state: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` with :func:`torch.save` atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(dict(state), tmp)
-    os.replace(tmp, path)
-    return path
+    """Write ``state`` (tensors + plain data, see :func:`plain_state`) with :func:`torch.save` atomically."""
+    return save_torch_atomic(plain_state(dict(state)), path)
+
+
+def load_checkpoint(path: str | os.PathLike, *, what: str = "checkpoint") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`; never runs code from the file.
+
+    Raises :class:`ScpriorInputError` for a missing, corrupt or non-plain file, and for one that
+    lacks ``model_state``.
+    """
+    state = load_torch_tensors(path, what=what)
+    if not isinstance(state, dict) or "model_state" not in state:
+        raise ScpriorInputError(
+            f"{what} {path} is not a scprior checkpoint (a dict with 'model_state'); pass a file "
+            "written by the training loop (fit(..., checkpoint=...))."
+        )
+    return state
 
 
 def _run_epoch(model, loss_fn, loader, epoch, device, optimizer=None, grad_clip=None) -> dict[str, float]:
@@ -144,6 +178,8 @@ def fit(
     history and ``extra_state`` (anything the model needs to be rebuilt).
     """
     cfg = config or TrainConfig()
+    if checkpoint is not None:
+        check_writable(Path(checkpoint).parent)  # fail now, not after the run
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     model.to(device)

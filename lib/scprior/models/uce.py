@@ -464,7 +464,9 @@ def train_uce(
 
 def load_uce(path: str | os.PathLike, tokens: np.ndarray) -> tuple[UCEModel, GeneVocabulary]:
     """Rebuild a model trained by :func:`train_uce` from its checkpoint (``tokens``: the vocabulary's table)."""
-    state = torch.load(Path(path), map_location="cpu", weights_only=False)
+    from scprior.models.training import load_checkpoint  # tensors + plain data only (weights_only)
+
+    state = load_checkpoint(Path(path), what="UCE checkpoint")
     cfg = UCEConfig(**state["config"])
     model = UCEModel(tokens, cfg)
     model.load_state_dict(state["model_state"])
