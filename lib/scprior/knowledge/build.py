@@ -34,6 +34,7 @@ from scprior.knowledge.protein_kmer import protein_kmer_embedding
 from scprior.knowledge.proteins import borrow_sequences, human_sequences
 from scprior.knowledge.regulon import read_priori_regulon
 from scprior.knowledge.text import embed_text_groups, gene_documents
+from scprior.safe_io import check_writable, write_text_atomic
 
 #: the raw inputs, relative to ``data/raw`` (each pinned in data.dvc ``meta.sources``)
 RAW_FILES: dict[str, str] = {
@@ -182,7 +183,7 @@ def build_knowledge(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
     seed_everything(cfg.seed)
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     paths = {k: raw_path(raw_dir, k) for k in RAW_FILES}
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir)  # an unwritable output folder fails before the build, not after it
     timings: dict[str, float] = {}
     cpu_times: dict[str, float] = {}
     rates: dict[str, dict[str, float]] = {}
@@ -327,7 +328,6 @@ def build_knowledge(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
         "rates": rates,
     }
     if timings_file is not None:
-        Path(timings_file).parent.mkdir(parents=True, exist_ok=True)
         _write_json({"threads": threads, **timing}, Path(timings_file))
     _log(progress, f"done in {timing['timings_s']['total']:.0f} s -> {out_dir}")
     return {**manifest, **timing}
@@ -335,9 +335,7 @@ def build_knowledge(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, *,
 
 def _write_json(obj: dict, path: Path) -> None:
     """Write ``obj`` as sorted, indented JSON atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def read_genes_file(path: str | os.PathLike) -> dict[str, list[str]]:

@@ -25,6 +25,7 @@ import pandas as pd
 
 from scprior.errors import ScpriorInputError
 from scprior.knowledge.embeddings import GeneEmbeddings
+from scprior.safe_io import atomic_path
 
 FORMATS = ("torch", "pickle", "parquet", "csv", "tsv")
 _EXTENSIONS = {".pt": "torch", ".pth": "torch", ".pickle": "pickle", ".pkl": "pickle",
@@ -140,21 +141,23 @@ def write_embeddings(emb: GeneEmbeddings, path: str | os.PathLike, *, format: st
     """Write ``emb`` in an anchor format (picked from the extension unless ``format`` is given)."""
     path = Path(path)
     fmt = format or guess_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    symbols = [str(s) for s in emb.symbols]
-    if fmt == "torch":
-        import torch
-
-        torch.save({s: torch.from_numpy(emb.matrix[i].copy()) for i, s in enumerate(symbols)}, path)
-    elif fmt == "pickle":
-        with open(path, "wb") as fh:
-            pickle.dump({s: emb.matrix[i].astype(float).tolist() for i, s in enumerate(symbols)}, fh)
-    elif fmt == "parquet":
-        pd.DataFrame({"gene_id": symbols, "embedding": list(emb.matrix.astype(np.float32))}).to_parquet(path, index=False)
-    elif fmt in {"csv", "tsv"}:
-        frame = emb.to_frame()
-        frame.columns = [f"dim_{j}" for j in range(emb.dim)]
-        frame.to_csv(path, sep="," if fmt == "csv" else "\t", float_format="%.8g")
-    else:
+    if fmt not in FORMATS:
         raise ScpriorInputError(f"Unknown embedding format {fmt!r}; use one of {FORMATS}.")
+    symbols = [str(s) for s in emb.symbols]
+    with atomic_path(path) as tmp:  # the old file stays intact until the new one is complete
+        if fmt == "torch":
+            import torch
+
+            torch.save({s: torch.from_numpy(emb.matrix[i].copy()) for i, s in enumerate(symbols)}, tmp)
+        elif fmt == "pickle":
+            with open(tmp, "wb") as fh:
+                pickle.dump({s: emb.matrix[i].astype(float).tolist() for i, s in enumerate(symbols)}, fh)
+        elif fmt == "parquet":
+            pd.DataFrame({"gene_id": symbols, "embedding": list(emb.matrix.astype(np.float32))}).to_parquet(
+                tmp, index=False)
+        else:
+            frame = emb.to_frame()
+            frame.columns = [f"dim_{j}" for j in range(emb.dim)]
+            # the temporary file keeps the target's last suffix, so ``.csv.gz`` is still compressed
+            frame.to_csv(tmp, sep="," if fmt == "csv" else "\t", float_format="%.8g")
     return path

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from scprior.errors import ScpriorInputError
+from scprior.safe_io import write_text_atomic
 
 
 def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
@@ -28,9 +29,7 @@ def read_gmt(path: str | os.PathLike) -> dict[str, list[str]]:
 
 def write_gmt(sets: dict[str, list[str]], path: str | os.PathLike, *, description: str = "") -> Path:
     """Write ``{set_name: [genes]}`` as GMT."""
-    path = Path(path)
-    path.write_text("".join(f"{k}\t{description}\t" + "\t".join(v) + "\n" for k, v in sets.items()))
-    return path
+    return write_text_atomic(path, "".join(f"{k}\t{description}\t" + "\t".join(v) + "\n" for k, v in sets.items()))
 
 
 def gene_set_table(human_sets: dict[str, list[str]], one2one: dict[str, str], *,

@@ -32,6 +32,7 @@ from scprior.data.species import get_species
 from scprior.errors import ScpriorInputError
 from scprior.knowledge.embeddings import GeneEmbeddings
 from scprior.paths import resolve
+from scprior.safe_io import atomic_path
 
 DEFAULT_DIR = "data/processed/knowledge"
 EMBEDDINGS_SUBDIR = "embeddings"
@@ -79,10 +80,8 @@ def write_table(frame: pd.DataFrame, kind: str, knowledge_dir: str | os.PathLike
     if lacking:
         raise ValueError(f"table {kind!r} lacks columns {lacking}")
     path = knowledge_path(knowledge_dir) / table_file(kind, get_species(species).name if species else None)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.reset_index(drop=True).to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frame.reset_index(drop=True).to_parquet(tmp, index=False)
     return path
 
 
@@ -194,11 +193,9 @@ def embedding_file(source: str, species: str, knowledge_dir: str | os.PathLike =
 def save_embeddings(emb: GeneEmbeddings, knowledge_dir: str | os.PathLike = DEFAULT_DIR) -> Path:
     """Store ``emb`` as ``embeddings/<source>_<species>.npz`` (atomic); return the path."""
     path = embedding_file(emb.source, emb.species, knowledge_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npz")
-    np.savez(tmp, symbols=np.asarray(emb.symbols, dtype=str), matrix=emb.matrix,
-             provenance=np.asarray(json.dumps(emb.provenance, sort_keys=True, default=str)))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, symbols=np.asarray(emb.symbols, dtype=str), matrix=emb.matrix,
+                 provenance=np.asarray(json.dumps(emb.provenance, sort_keys=True, default=str)))
     return path
 
 

@@ -10,6 +10,8 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 import seaborn as sns
 
+from scprior.safe_io import atomic_path, check_writable
+
 
 def set_style() -> None:
     """One look for every scprior figure; SVG text stays text and SVG ids are stable across runs."""
@@ -27,12 +29,12 @@ def figure_title(text: str, *, dataset: str, simulated: bool) -> str:
 def save_figure(fig: plt.Figure, figures_dir: str | os.PathLike, name: str,
                 formats: Sequence[str] = ("png", "svg"), dpi: int = 150) -> list[Path]:
     """Save ``fig`` as ``figures_dir/name.<fmt>`` for each format (no timestamps: stable bytes)."""
-    out_dir = Path(figures_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = check_writable(figures_dir)
     paths = []
     for fmt in formats:
         path = out_dir / f"{name}.{fmt}"
         metadata = {"Date": None} if fmt == "svg" else ({"Software": None} if fmt == "png" else None)
-        fig.savefig(path, format=fmt, dpi=dpi, metadata=metadata)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi, metadata=metadata)
         paths.append(path)
     return paths

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from scprior.safe_io import write_text_atomic
+
 
 def _clean(obj: Any, digits: int) -> Any:
     if isinstance(obj, dict):
@@ -25,9 +27,4 @@ def _clean(obj: Any, digits: int) -> Any:
 
 def write_metrics(metrics: dict[str, Any], path: str | os.PathLike, *, digits: int = 4) -> Path:
     """Write ``metrics`` as pretty JSON (sorted keys, floats rounded, NaN -> null); return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_clean(metrics, digits), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(_clean(metrics, digits), indent=2, sort_keys=True) + "\n")
