@@ -10,6 +10,7 @@ import anndata as ad
 
 from scprior.data.anndata_conventions import standardise
 from scprior.data.species import get_species
+from scprior.data.validate import read_h5ad
 from scprior.errors import ScpriorInputError
 
 MEMBERS = {"human": "raw-Baron_human.h5ad", "mouse": "raw-Baron_mouse.h5ad"}
@@ -35,7 +36,7 @@ def read_baron(
     with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(zip_path) as zf:
         member = MEMBERS[sp_.name]
         zf.extract(member, tmp)
-        adata = ad.read_h5ad(Path(tmp) / member)
+        adata = read_h5ad(Path(tmp) / member, what=f"{zip_path.name}:{member}")
     adata.obs_names = adata.obs_names.astype(str)
     adata.var_names = adata.var_names.astype(str)
     prov = {

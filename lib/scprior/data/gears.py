@@ -31,7 +31,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from scprior.data.perturbations import CONTROL, parse_condition
-from scprior.data.validate import check_finite, check_nonempty, is_count_matrix
+from scprior.data.validate import check_finite, check_nonempty, is_count_matrix, read_h5ad
 from scprior.errors import ScpriorInputError
 from scprior.safe_io import atomic_path
 
@@ -179,6 +179,62 @@ def de_gene_positions(adata: ad.AnnData, cond_name: str, *, key: str = DE_KEY, n
     return pos
 
 
+# ------------------------------------------------------------------------------ condition spelling
+def tidy_condition(condition: str, measured: dict[str, str] | None = None) -> str:
+    """``condition`` with stray spaces removed, ``ctrl`` in lower case, and each gene spelled as the
+    measured gene it matches case-insensitively (``measured``: upper-cased symbol -> ``gene_name``).
+
+    ``'ctrl '`` -> ``'ctrl'``; ``'klf1+ctrl'`` beside ``gene_name`` ``KLF1`` -> ``'KLF1+ctrl'``. Genes
+    that match no measured gene are kept as written (GEARS allows unmeasured perturbations).
+    """
+    parts = [p.strip() for p in str(condition).strip().split("+")]
+    out = []
+    for p in parts:
+        if p.lower() == CONTROL:
+            out.append(CONTROL)
+        elif measured is not None and p not in measured.values() and p.upper() in measured:
+            out.append(measured[p.upper()])
+        else:
+            out.append(p)
+    return "+".join(out)
+
+
+def measured_symbols(adata: ad.AnnData) -> dict[str, str]:
+    """Upper-cased ``var['gene_name']`` -> ``gene_name`` (the spelling conditions are mapped to)."""
+    if "gene_name" not in adata.var:
+        return {}
+    names = adata.var["gene_name"].astype(str)
+    return {n.upper(): n for n in names}
+
+
+def condition_renames(adata: ad.AnnData) -> dict[str, str]:
+    """Labels of ``obs['condition']`` that :func:`tidy_condition` would respell -> the new label."""
+    measured = measured_symbols(adata)
+    labels = pd.unique(adata.obs["condition"].astype(str))
+    return {c: t for c in labels if (t := tidy_condition(c, measured)) != c}
+
+
+def apply_condition_renames(adata: ad.AnnData) -> dict[str, str]:
+    """Respell ``obs['condition']`` by :func:`condition_renames` (in place) and re-key the DE tables
+    in ``uns`` to the new condition names; return the renames (empty: nothing changed)."""
+    renames = condition_renames(adata)
+    if not renames:
+        adata.obs["condition"] = adata.obs["condition"].astype(str)
+        return renames
+    old = adata.obs["condition"].astype(str)
+    new = old.replace(renames)
+    if "cell_type" in adata.obs:
+        ct = adata.obs["cell_type"].astype(str)
+        keys = {condition_name(t, o): condition_name(t, n) for t, o, n in zip(ct, old, new) if o != n}
+        for table in (DE_KEY, NON_DROPOUT_KEY, NON_ZERO_KEY, "non_dropout_gene_idx", "non_zeros_gene_idx"):
+            if isinstance(adata.uns.get(table), dict):
+                adata.uns[table] = {keys.get(k, k): v for k, v in adata.uns[table].items()}
+    adata.obs["condition"] = new
+    if "condition_name" in adata.obs:
+        del adata.obs["condition_name"]  # rebuilt from the respelled conditions
+    return renames
+
+
 # ------------------------------------------------------------------------------ validation
 def _bad(name: str, what: str, fix: str) -> ScpriorInputError:
     return ScpriorInputError(f"{name} is not a valid GEARS perturbation file: {what}. {fix}")
@@ -200,6 +256,13 @@ def validate_gears(adata: ad.AnnData, *, name: str = "adata", require_de: bool =
             parse_condition(c)
         except ScpriorInputError as exc:
             raise _bad(name, f"obs['condition'] holds {c!r}", str(exc)) from None
+    renames = condition_renames(adata)
+    if renames:
+        first = next(iter(renames.items()))
+        raise _bad(name, f"obs['condition'] spells {len(renames)} label(s) unlike GEARS / var['gene_name'] "
+                   f"(e.g. {first[0]!r}, meaning {first[1]!r}: stray spaces, 'Ctrl', or a gene in another case)",
+                   "Respell them: adata.obs['condition'] = adata.obs['condition'].astype(str).replace("
+                   "scprior.data.gears.condition_renames(adata)) (read_gears does this when reading).")
     if CONTROL not in set(conditions):
         raise _bad(name, "no control cells (condition 'ctrl')",
                    "GEARS pairs every perturbed cell with a control cell; the file must contain them.")
@@ -277,13 +340,13 @@ def read_gears(path: str | os.PathLike, *, gene_name_column: str = "gene_name",
             f"{path} not found. GEARS files come from Harvard Dataverse via GEARS's PertData.load "
             "(see scprior.data.gears); put perturb_processed.h5ad under data/external/."
         )
-    adata = ad.read_h5ad(path)
-    if "condition" in adata.obs:
-        adata.obs["condition"] = adata.obs["condition"].astype(str)
+    adata = read_h5ad(path, what="GEARS perturbation file")
     if gene_name_column != "gene_name":
         if gene_name_column not in adata.var:
             raise ScpriorInputError(f"{path.name}: var has no column {gene_name_column!r} (has {list(adata.var.columns)}).")
         adata.var["gene_name"] = adata.var[gene_name_column].astype(str)
+    if "condition" in adata.obs and not adata.obs["condition"].isna().any():
+        apply_condition_renames(adata)
     validate_gears(adata, name=path.name, require_de=False)
     if compute_missing_de:
         complete_gears(adata)

@@ -9,6 +9,8 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
+from scprior.data.validate import read_h5ad
+
 CITATION = "Zheng et al. 2017, Nat Commun 8:14049 (10x PBMC 68k); reduced copy shipped with scanpy (BSD-3-Clause)"
 
 
@@ -24,7 +26,7 @@ def read_pbmc68k_reduced(path: str | Path, *, provenance: dict | None = None) ->
         raise FileNotFoundError(f"{path} not found; run `python -m scprior.data.fetch` first.")
     with warnings.catch_warnings():  # the shipped file uses an old layout; anndata warns on read
         warnings.simplefilter("ignore", FutureWarning)
-        src = ad.read_h5ad(path)
+        src = read_h5ad(path, what="pbmc68k_reduced file")
     raw = src.raw.to_adata()
     x = raw.X.toarray() if sp.issparse(raw.X) else np.asarray(raw.X)
     adata = ad.AnnData(X=sp.csr_matrix(x.astype(np.float32)), obs=src.obs[["bulk_labels"]].copy(), var=raw.var[[]].copy())

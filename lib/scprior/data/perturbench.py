@@ -19,7 +19,7 @@ import scipy.sparse as sp
 
 from scprior.data.gears import complete_gears
 from scprior.data.perturbations import CONTROL
-from scprior.data.validate import check_counts, check_obs_column
+from scprior.data.validate import check_counts, check_obs_column, read_h5ad
 from scprior.errors import ScpriorInputError
 
 CITATION = ("Norman et al. 2019, Science 365:786 (GEO GSE133344); cut of altoslabs/perturbench "
@@ -81,7 +81,7 @@ def read_perturbench_norman(path: str | Path, *, dataset: str = "norman19", cell
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found; run `python -m scprior.data.fetch` first.")
-    raw = ad.read_h5ad(path)
+    raw = read_h5ad(path, what="perturbench file")
     check_obs_column(raw, "dataset", name=path.name)
     check_obs_column(raw, "condition", name=path.name)
     mask = (raw.obs["dataset"].astype(str) == dataset).to_numpy()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import anndata as ad
 
+from scprior.data.validate import read_h5ad
 from scprior.errors import ScpriorInputError
 from scprior.paths import resolve
 
@@ -29,4 +30,4 @@ def read_processed(name: str, processed_dir: str | Path = "data/processed") -> a
     path = processed_path(name, processed_dir)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing; run `dvc repro prepare` (or `make repro`) first.")
-    return ad.read_h5ad(path)
+    return read_h5ad(path, what=f"processed dataset {name!r}")

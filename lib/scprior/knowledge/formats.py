@@ -10,8 +10,10 @@
 ``read_embeddings(path, species=...)`` picks the format from the extension; ``write_embeddings``
 writes any :class:`GeneEmbeddings` in any of them. Symbols are kept as stored; duplicates
 (case-insensitive), NaN rows and ragged vectors are refused with a message saying what to fix.
-Pickles are read with a restricted unpickler (builtins and numpy arrays only), so a pickle cannot
-run code on load.
+Pickles are read with a restricted unpickler (builtins and numpy arrays only) and torch files with
+``weights_only=True``, so neither can run code on load. A CSV/TSV whose header row is a gene's
+vector (no header) is read with that first gene kept. Writes are atomic (the old file survives a
+failed write).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pandas as pd
 
 from scprior.errors import ScpriorInputError
 from scprior.knowledge.embeddings import GeneEmbeddings
-from scprior.safe_io import atomic_path
+from scprior.safe_io import atomic_path, load_pickle_restricted, load_torch_tensors
 
 FORMATS = ("torch", "pickle", "parquet", "csv", "tsv")
 _EXTENSIONS = {".pt": "torch", ".pth": "torch", ".pickle": "pickle", ".pkl": "pickle",
@@ -51,8 +53,14 @@ def _from_mapping(mapping: dict, *, species: str, source: str, path: Path) -> Ge
         raise ScpriorInputError(f"{path} does not hold a non-empty {{gene symbol: vector}} dict.")
     symbols, rows = [], []
     for key, vec in mapping.items():
-        arr = vec.detach().cpu().numpy() if hasattr(vec, "detach") else np.asarray(vec, dtype=np.float32)
-        arr = np.asarray(arr, dtype=np.float32).ravel()
+        try:
+            arr = vec.detach().cpu().numpy() if hasattr(vec, "detach") else np.asarray(vec, dtype=np.float32)
+            arr = np.asarray(arr, dtype=np.float32).ravel()
+        except (TypeError, ValueError):
+            raise ScpriorInputError(
+                f"{path}: the vector of {key!r} is not numeric ({str(vec)[:40]!r}); every gene needs a "
+                "vector of numbers (check the file holds embeddings, not text)."
+            ) from None
         symbols.append(str(key))
         rows.append(arr)
     dims = {r.shape[0] for r in rows}
@@ -62,21 +70,25 @@ def _from_mapping(mapping: dict, *, species: str, source: str, path: Path) -> Ge
                           {"file": str(path)})
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    """Unpickler that only rebuilds builtin containers and numpy arrays."""
+#: the only globals an embedding pickle may rebuild: builtin containers and numpy arrays/scalars
+PICKLE_GLOBALS: dict[tuple[str, str], None] = {key: None for key in (
+    ("builtins", "dict"), ("builtins", "list"), ("builtins", "float"), ("builtins", "int"),
+    ("builtins", "str"), ("builtins", "tuple"), ("collections", "OrderedDict"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+)}
 
-    _ALLOWED = {
-        ("builtins", "dict"), ("builtins", "list"), ("builtins", "float"), ("builtins", "int"),
-        ("builtins", "str"), ("builtins", "tuple"), ("collections", "OrderedDict"),
-        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-    }
 
-    def find_class(self, module: str, name: str):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from an embedding pickle")
+def _looks_headerless(columns: pd.Index) -> bool:
+    """True if a CSV's header row is data: every column name after the first is a number, and
+    they are not just the dimension indices (``0, 1, 2...`` as ``DataFrame.to_csv`` writes them)."""
+    try:
+        values = np.asarray([float(c) for c in columns], dtype=np.float64)
+    except (TypeError, ValueError):
+        return False
+    n = len(values)
+    return not (np.array_equal(values, np.arange(n)) or np.array_equal(values, np.arange(1, n + 1)))
 
 
 def read_embeddings(path: str | os.PathLike, *, species: str, source: str | None = None,
@@ -95,26 +107,18 @@ def read_embeddings(path: str | os.PathLike, *, species: str, source: str | None
     fmt = format or guess_format(path)
     source = source or path.name.split(".")[0]
     if fmt == "torch":
-        import torch
-
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - re-raised with the fix
-            raise ScpriorInputError(
-                f"{path} is not a torch file of {{symbol: tensor}} (torch.load said: {exc})."
-            ) from exc
+        obj = load_torch_tensors(path, what="embedding file (a torch file of {symbol: tensor})")
         emb = _from_mapping(obj, species=species, source=source, path=path)
     elif fmt == "pickle":
-        with open(path, "rb") as fh:
-            try:
-                obj = _SafeUnpickler(fh).load()
-            except (pickle.UnpicklingError, EOFError, AttributeError) as exc:
-                raise ScpriorInputError(
-                    f"{path} is not a GenePT-style pickle of {{symbol: list[float]}} ({exc})."
-                ) from exc
+        obj = load_pickle_restricted(path, allowed=PICKLE_GLOBALS,
+                                     what="embedding pickle (GenePT-style {symbol: list[float]})")
         emb = _from_mapping(obj, species=species, source=source, path=path)
     elif fmt == "parquet":
-        frame = pd.read_parquet(path)
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises many types for bad files
+            raise ScpriorInputError(f"{path} is not a readable Parquet file ({type(exc).__name__}: "
+                                    f"{str(exc)[:200]}); obtain an intact copy.") from None
         if not {"gene_id", "embedding"} <= set(frame.columns):
             raise ScpriorInputError(
                 f"{path}: a sciLaMA embedding Parquet needs columns 'gene_id' and 'embedding'; "
@@ -123,7 +127,10 @@ def read_embeddings(path: str | os.PathLike, *, species: str, source: str | None
         emb = _from_mapping(dict(zip(frame["gene_id"].astype(str), frame["embedding"])),
                             species=species, source=source, path=path)
     elif fmt in {"csv", "tsv"}:
-        frame = pd.read_csv(path, sep="," if fmt == "csv" else "\t", index_col=0)
+        sep = "," if fmt == "csv" else "\t"
+        frame = pd.read_csv(path, sep=sep, index_col=0)
+        if _looks_headerless(frame.columns):  # the first gene was read as the header: read it as data
+            frame = pd.read_csv(path, sep=sep, index_col=0, header=None)
         if frame.shape[1] == 0:
             raise ScpriorInputError(f"{path}: expected a symbol column then one column per dimension.")
         try:

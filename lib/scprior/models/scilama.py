@@ -30,7 +30,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from scprior.data.validate import check_finite, check_nonempty, check_obs_column
+from scprior.data.validate import check_finite, check_nonempty, check_obs_column, is_count_matrix
 from scprior.errors import ScpriorInputError
 from scprior.knowledge.embeddings import GeneEmbeddings
 from scprior.models.batching import predict_batches, rows_loader, validation_split
@@ -237,6 +237,17 @@ def match_gene_inputs(genes: Sequence[str], embeddings: Mapping[str, GeneEmbeddi
     return keep, {k: e.lookup(keep, missing="raise")[0] for k, e in embeddings.items()}
 
 
+def check_not_counts(x, *, name: str = "adata.X") -> None:
+    """Fail if ``x`` holds raw integer counts: sciLaMA reconstructs normalised, scaled values (SSE)."""
+    vals = x.data if sp.issparse(x) else np.asarray(x)
+    if vals.size and float(np.max(vals)) > 1 and is_count_matrix(x):
+        raise ScpriorInputError(
+            f"{name} holds raw integer counts, but sciLaMA models normalised, scaled expression (its loss "
+            "is a squared error). Normalise and scale first: sc.pp.normalize_total, sc.pp.log1p, "
+            "sc.pp.scale (keep the counts in layers['counts'])."
+        )
+
+
 def train_scilama(
     adata: ad.AnnData,
     embeddings: Mapping[str, GeneEmbeddings] | None,
@@ -259,6 +270,7 @@ def train_scilama(
     cfg = config or SciLaMAConfig()
     check_nonempty(adata)
     check_finite(adata.X, name="adata.X")
+    check_not_counts(adata.X, name="adata.X")
     seed_everything(cfg.seed)
     embeddings = dict(embeddings or {}) if cfg.mode != "beta_vae" else {}
     if cfg.mode != "beta_vae" and not embeddings:
