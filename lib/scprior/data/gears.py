@@ -258,9 +258,9 @@ def validate_gears(adata: ad.AnnData, *, name: str = "adata", require_de: bool =
             raise _bad(name, f"obs['condition'] holds {c!r}", str(exc)) from None
     renames = condition_renames(adata)
     if renames:
-        first = next(iter(renames.items()))
+        shown = ", ".join(f"{k!r} -> {v!r}" for k, v in list(renames.items())[:3])
         raise _bad(name, f"obs['condition'] spells {len(renames)} label(s) unlike GEARS / var['gene_name'] "
-                   f"(e.g. {first[0]!r}, meaning {first[1]!r}: stray spaces, 'Ctrl', or a gene in another case)",
+                   f"({shown}: stray spaces, 'Ctrl', or a gene in another case than its gene_name)",
                    "Respell them: adata.obs['condition'] = adata.obs['condition'].astype(str).replace("
                    "scprior.data.gears.condition_renames(adata)) (read_gears does this when reading).")
     if CONTROL not in set(conditions):
