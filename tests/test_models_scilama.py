@@ -51,7 +51,7 @@ def test_stepwise_freezes_the_sample_vae_in_its_second_phase(data, tmp_path):
     res = train_scilama(a, emb, config=_cfg(mode="stepwise", epochs=2, patience=None), covariate_key="species",
                         checkpoint_dir=tmp_path)
     assert all(p.requires_grad for p in res.model.parameters())  # unfrozen for the joint phase
-    states = {p: torch.load(tmp_path / f"scilama_{p}.pt", weights_only=False)["model_state"]
+    states = {p: torch.load(tmp_path / f"scilama_{p}.pt", weights_only=True)["model_state"]
               for p in ("beta_vae", "gene_vae", "joint")}
     sample = [k for k in states["beta_vae"] if k.split(".")[0] in ("sample_encoder", "sample_decoder", "output")]
     gene = [k for k in states["beta_vae"] if k.startswith("gene_")]

@@ -109,7 +109,7 @@ def test_deep_model_trains_through_fit_and_keeps_the_best_epoch(task, tmp_path):
     val = [row["val_loss"] for row in result.history]
     assert result.best_epoch == int(np.argmin(val))
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
-    state = torch.load(tmp_path / "m.pt", weights_only=False)
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
     assert state["best_epoch"] == result.best_epoch and state["token_symbols"] == deep.symbols
     pred = deep.predict(["KLF1+GATA1", "ctrl+KLF1"])
     assert list(pred.index) == ["GATA1+KLF1", "KLF1+ctrl"] and pred.shape[1] == len(task.genes)

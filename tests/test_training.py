@@ -62,7 +62,7 @@ def test_best_epoch_restored_and_checkpoint_written(tmp_path):
     with torch.no_grad():
         val = nn.functional.mse_loss(model(torch.as_tensor(x[150:])), torch.as_tensor(y[150:])).item()
     assert val == pytest.approx(best, rel=1e-4)
-    state = torch.load(res.checkpoint, weights_only=False)
+    state = torch.load(res.checkpoint, weights_only=True)
     assert state["best_epoch"] == res.best_epoch and state["note"] == "toy"
     assert not list((tmp_path / "ckpt").glob(".*tmp"))
 
