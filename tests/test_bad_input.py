@@ -304,6 +304,16 @@ def test_species_name_must_match_symbol_case():
     check_gene_symbols(human, species="human")
 
 
+def test_embedding_file_read_under_the_wrong_species_is_refused(tmp_path):
+    from scprior.knowledge.formats import read_embeddings, write_embeddings
+
+    path = write_embeddings(_emb(), tmp_path / "human_genept.csv")
+    with untouched(tmp_path):
+        expect_error(lambda: read_embeddings(path, species="mouse"), "human_genept.csv", "passed as mouse",
+                     "species='human'")
+    assert read_embeddings(path, species="human").symbols.tolist() == SYMBOLS
+
+
 def test_nan_labels_cast_to_text_are_refused(counts_adata):
     from scprior.data.validate import check_obs_column
     from scprior.models.species_data import check_species_adatas

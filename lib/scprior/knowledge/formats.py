@@ -99,6 +99,7 @@ def read_embeddings(path: str | os.PathLike, *, species: str, source: str | None
     what it is (``"esm2"``, ``"genept_ada"``).
     """
     from scprior.data.species import get_species
+    from scprior.data.validate import check_symbol_case
 
     species = get_species(species).name
     path = Path(path)
@@ -141,6 +142,7 @@ def read_embeddings(path: str | os.PathLike, *, species: str, source: str | None
                              {"file": str(path)})
     else:
         raise ScpriorInputError(f"Unknown embedding format {fmt!r}; use one of {FORMATS}.")
+    check_symbol_case(emb.symbols, species=species, name=f"Embedding file {path}")
     return emb
 
 
