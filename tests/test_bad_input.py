@@ -29,7 +29,7 @@ import scipy.sparse as sp
 import torch
 from perturbation_fixtures import make_gears_adata
 
-from conftest import make_counts_adata
+from conftest import ROOT, make_counts_adata
 from scprior.errors import ScpriorInputError
 from scprior.knowledge.embeddings import GeneEmbeddings
 
@@ -182,7 +182,8 @@ class DiskFull(OSError):
 
 def _half_write(path) -> None:
     """What a write that dies half-way leaves: some bytes, then an error (disk full)."""
-    Path(path).write_bytes(b"half")
+    with open(path, "wb") as fh:
+        fh.write(b"half")
     raise DiskFull(28, "No space left on device")
 
 
@@ -250,6 +251,40 @@ def test_unwritable_checkpoint_folder_fails_before_training(tmp_path, monkeypatc
                                  checkpoint=tmp_path / "ckpt" / "model.pt"),
                      "Cannot write", "Permission denied", "writable output folder")
     assert calls == []  # not one epoch ran
+
+
+def test_failed_knowledge_store_and_fetch_writes_keep_the_old_files(tmp_path, monkeypatch):
+    from scprior.data import fetch
+    from scprior.data.sources import Source
+    from scprior.knowledge import store
+
+    table = pd.DataFrame({"tf": ["SP1"], "target": ["EPHB6"], "interaction": ["x"], "source": ["y"]})
+    kdir = tmp_path / "knowledge"
+    written = [store.write_table(table, "regulon", kdir), store.save_embeddings(_emb(), kdir)]
+    raw = tmp_path / "raw"
+    src = Source(path="a.txt", kind="url", url="http://x/a.txt")
+    (raw / "a.txt").parent.mkdir()
+    (raw / "a.txt").write_bytes(b"old")
+    monkeypatch.setattr(fetch, "source_bytes", lambda *a, **k: b"new")
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", lambda self, f, *a, **k: _half_write(f))
+    monkeypatch.setattr(np, "savez", lambda f, *a, **k: _half_write(f))
+    monkeypatch.setattr(Path, "write_bytes", lambda self, data: _half_write(self))
+    with untouched(tmp_path):
+        for write in (lambda: store.write_table(table, "regulon", kdir), lambda: store.save_embeddings(_emb(), kdir),
+                      lambda: fetch.fetch_one(src, raw, tmp_path)):
+            with pytest.raises(DiskFull):
+                write()
+    assert all(p.is_file() for p in written)
+
+
+def test_prepare_and_knowledge_build_check_their_output_folder_first(tmp_path, monkeypatch):
+    from scprior.data.prepare import prepare
+    from scprior.knowledge.build import build_knowledge
+
+    _read_only(monkeypatch)
+    with untouched(tmp_path):  # fails at once, before reading (prepare: before even looking at its inputs)
+        expect_error(lambda: prepare(tmp_path / "no_raw", tmp_path / "out", {}), "Cannot write")
+        expect_error(lambda: build_knowledge(ROOT / "data" / "raw", tmp_path / "kout", progress=False), "Cannot write")
 
 
 def test_read_only_output_folder_gets_a_message_not_a_permission_error(tmp_path, monkeypatch):
