@@ -36,6 +36,18 @@ def test_successful_write_replaces(tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["a.txt"]
 
 
+def test_written_files_get_the_usual_permissions(tmp_path):
+    fresh = write_text_atomic(tmp_path / "new.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert fresh.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's private 0600
+    old = tmp_path / "old.txt"
+    old.write_text("x")
+    old.chmod(0o640)
+    write_text_atomic(old, "y")
+    assert old.stat().st_mode & 0o777 == 0o640 and old.read_text() == "y"
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
 def test_unwritable_folder_fails_at_the_door(tmp_path):
     folder = tmp_path / "ro"
