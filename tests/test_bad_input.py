@@ -97,6 +97,17 @@ def test_uce_checkpoint_cannot_run_code(tmp_path, evil):
         expect_error(lambda: load_uce(path, np.zeros((5, 4), dtype=np.float32)), "UCE checkpoint", "uce.pt", "re-save")
 
 
+def test_checkpoint_of_another_model_gets_a_message(tmp_path):
+    from scprior.models.macrogene_integrator import load_integrator
+    from scprior.models.training import save_checkpoint
+    from scprior.models.uce import load_uce
+
+    path = save_checkpoint({"model_state": {"w": torch.zeros(1)}, "config": {"not_a_field": 1}}, tmp_path / "x.pt")
+    with untouched(tmp_path):
+        expect_error(lambda: load_uce(path, np.zeros((5, 4), dtype=np.float32)), "not a UCE checkpoint", "not_a_field")
+        expect_error(lambda: load_integrator(path), "not an integrator checkpoint")
+
+
 def test_integrator_checkpoint_cannot_run_code(tmp_path, evil):
     from scprior.models.macrogene_integrator import load_integrator
 

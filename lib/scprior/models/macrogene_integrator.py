@@ -489,7 +489,10 @@ def load_integrator(path: str | os.PathLike) -> tuple[MacrogeneIntegrator, pd.Da
     from scprior.models.training import load_checkpoint  # tensors + plain data only (weights_only)
 
     state = load_checkpoint(path, what="integrator checkpoint")
-    cfg = MacrogeneIntegratorConfig(**state["config"])
+    try:
+        cfg = MacrogeneIntegratorConfig(**state["config"])
+    except (KeyError, TypeError) as exc:
+        raise ScpriorInputError(f"{path} is not an integrator checkpoint ({exc}); pass the file its training wrote.") from None
     axis = pd.DataFrame(state["axis"])
     species = list(state["species"])
     layers = {k: MacrogeneLayer(len(axis), m, d, learnable=cfg.learn_weights) for k, (m, d) in state["sets"].items()}

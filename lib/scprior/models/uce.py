@@ -467,7 +467,10 @@ def load_uce(path: str | os.PathLike, tokens: np.ndarray) -> tuple[UCEModel, Gen
     from scprior.models.training import load_checkpoint  # tensors + plain data only (weights_only)
 
     state = load_checkpoint(Path(path), what="UCE checkpoint")
-    cfg = UCEConfig(**state["config"])
+    try:
+        cfg = UCEConfig(**state["config"])
+    except (KeyError, TypeError) as exc:
+        raise ScpriorInputError(f"{path} is not a UCE checkpoint ({exc}); pass the file its training wrote.") from None
     model = UCEModel(tokens, cfg)
     model.load_state_dict(state["model_state"])
     vocab = GeneVocabulary(tokens=np.asarray(tokens), genes=pd.DataFrame(state["vocab_genes"]),
