@@ -515,3 +515,43 @@ def test_gears_control_with_a_stray_space_is_read_as_control(tmp_path):
         read = read_gears(path)
     assert (read.obs["condition"] == "ctrl").sum() == (adata.obs["condition"] == "ctrl ").sum() > 0
     assert sp.issparse(read.X)
+
+
+def _ensembl(a):
+    a.var["gene_name"] = list(a.var_names)
+    a.var_names = [f"ENSG{i:011d}" for i in range(a.n_vars)]
+    return a
+
+
+def _dups(a):
+    a.var_names = ["GENE0"] + list(a.var_names[1:-1]) + ["GENE0"]
+    return a
+
+
+def _nan(a):
+    x = a.layers["counts"].toarray()
+    x[0, 0] = np.nan
+    a.layers["counts"] = sp.csr_matrix(x)
+    return a
+
+
+def _normalised(a):
+    a.layers["counts"] = a.layers["counts"].multiply(1 / 3).tocsr()
+    return a
+
+
+@pytest.mark.parametrize("spoil,species,patterns", [
+    (_ensembl, "human", ["Ensembl ids", "adata.var['gene_name']"]),
+    (_normalised, "human", ["does not hold raw counts", "adata.layers['counts']"]),
+    (_nan, "human", ["NaN/inf", "Remove or impute"]),
+    (_dups, "human", ["duplicated gene names", "var_names_make_unique"]),
+    (lambda a: a[:0].copy(), "human", ["is empty", "Check the file"]),
+    (lambda a: a, "zebrafish", ["Unknown species 'zebrafish'", "scprior knows"]),
+])
+def test_the_readme_list_fails_at_the_door(counts_adata, spoil, species, patterns):
+    """The README's "AnnData conventions" list, through the one check every model calls."""
+    from scprior.models.species_data import check_species_adatas
+
+    counts_adata.layers["counts"] = counts_adata.X.copy()
+    adata = spoil(counts_adata)
+    expect_error(lambda: check_species_adatas({species: adata}), *patterns)
