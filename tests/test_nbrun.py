@@ -35,3 +35,28 @@ def test_unknown_override_fails(tmp_path, monkeypatch):
     monkeypatch.setenv("SCPRIOR_ROOT", str(root))
     with pytest.raises(SystemExit, match="no parameter"):
         run_notebook("notebooks/99_toy.ipynb", overrides={"nope": 1})
+
+
+def test_executed_copy_is_written_atomically(tmp_path, monkeypatch):
+    import json
+
+    root = tmp_path / "repo"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "dvc.yaml").write_text("stages: {}\n")
+    (root / "params.yaml").write_text("notebooks:\n  99_toy:\n    quick: false\n    seed: 0\n")
+    _notebook(root / "notebooks" / "99_toy.ipynb", "quick = False\nseed = 0\n")
+    monkeypatch.setenv("SCPRIOR_ROOT", str(root))
+    out = tmp_path / "out" / "toy.ipynb"
+    run_notebook("notebooks/99_toy.ipynb", output=out, overrides={"seed": 3})
+    meta = json.loads(out.read_text())["metadata"]["papermill"]
+    assert meta["output_path"] == str(out) and meta["parameters"] == {"quick": False, "seed": 3}
+    assert sorted(p.name for p in out.parent.iterdir()) == ["toy.ipynb"]
+    # a failing run keeps the previous executed copy and leaves no temporary file
+    before = out.read_bytes()
+    _notebook(root / "notebooks" / "99_toy.ipynb", "quick = False\nseed = 0\n")
+    nb = json.loads((root / "notebooks" / "99_toy.ipynb").read_text())
+    nb["cells"][1]["source"] = "raise RuntimeError('boom')"
+    (root / "notebooks" / "99_toy.ipynb").write_text(json.dumps(nb))
+    with pytest.raises(Exception, match="boom"):
+        run_notebook("notebooks/99_toy.ipynb", output=out)
+    assert out.read_bytes() == before and sorted(p.name for p in out.parent.iterdir()) == ["toy.ipynb"]

@@ -106,6 +106,7 @@ def run_notebook(
     timeout: int | None = None,
 ) -> Path:
     """Execute ``notebook`` with its params.yaml section plus ``overrides``; return the output path."""
+    import nbformat
     import papermill as pm
 
     root = project_root()
@@ -138,10 +139,12 @@ def run_notebook(
     start = time.perf_counter()
     try:
         with atomic_path(out) as tmp:  # a failed run leaves no half-executed copy behind
-            pm.execute_notebook(
+            executed = pm.execute_notebook(
                 str(nb), str(tmp), parameters=params, cwd=str(root), kernel_name="python3",
                 progress_bar=False, execution_timeout=timeout, report_mode=False,
             )
+            executed.metadata.setdefault("papermill", {})["output_path"] = str(out)  # not the temporary name
+            nbformat.write(executed, str(tmp))
     finally:
         if env_backup is not None:
             os.environ["MPLBACKEND"] = env_backup
