@@ -141,7 +141,16 @@ def read_sce(path: str | Path, *, assay: str = "counts") -> ad.AnnData:
     obs = dframe(sce["colData"])
     if cells and len(obs) == len(cells):
         obs.index = cells
-    obs.index = obs.index.astype(str)
+    index = pd.Index(obs.index.astype(str))
+    if index.duplicated().any():  # barcodes repeat across samples: suffix the repeats
+        seen: dict[str, int] = {}
+        unique = []
+        for name in index:
+            k = seen.get(name, 0)
+            seen[name] = k + 1
+            unique.append(name if k == 0 else f"{name}-{k}")
+        index = pd.Index(unique)
+    obs.index = index
     var = pd.DataFrame(index=pd.Index(genes or [f"gene{i}" for i in range(mat.shape[0])], dtype=str))
     return ad.AnnData(X=sp.csr_matrix(mat.T, dtype=np.float32), obs=obs, var=var)
 

@@ -57,14 +57,14 @@ class DrugSimConfig:
     n_drugs: int = 0                   # 0: every matched drug
     cells_per_condition: int = 15      # per cell line x drug x dose
     vehicle_cells: int = 200           # per cell line
-    n_genes: int = 1000                # signature genes first, then the most variable others
+    n_genes: int = 600                 # signature genes first, then the most variable others
     max_lfc: float = 2.0               # log fold change of a drug's top signature gene at full effect
     ec50_range_nm: tuple[float, float] = (30.0, 3000.0)
     hill_range: tuple[float, float] = (0.8, 2.5)
     thinning: float = 0.8              # binomial thinning of each re-drawn base cell
     min_fraction: float = 2e-4         # floor of a responding gene's expected share of the library
     test_fraction: float = 0.1         # in-distribution test cells (CPA's ``test``)
-    max_signature: int = 50            # top genes of each real signature used
+    max_signature: int = 30            # top genes of each real signature used
 
     def __post_init__(self) -> None:
         if self.ood_dose_nm not in self.doses_nm:
@@ -89,9 +89,10 @@ class DrugSimConfig:
 
 def hill(dose: np.ndarray, ec50: float, slope: float) -> np.ndarray:
     """Hill dose response ``d^h / (d^h + EC50^h)`` (0 at dose 0, 0.5 at EC50, -> 1)."""
+    from scipy.special import expit
+
     dose = np.asarray(dose, dtype=float)
-    with np.errstate(divide="ignore"):
-        return np.where(dose > 0, 1.0 / (1.0 + np.exp(-slope * (np.log(np.maximum(dose, 1e-300)) - np.log(ec50)))), 0.0)
+    return np.where(dose > 0, expit(slope * (np.log(np.maximum(dose, 1e-300)) - np.log(ec50))), 0.0)
 
 
 # ----------------------------------------------------------------------------------- names

@@ -99,6 +99,10 @@ def ablation_sentence(summary: pd.DataFrame, with_knowledge: str, without: str, 
         if a.empty or b.empty:
             continue
         da, db = float(a[metric].iloc[0]), float(b[metric].iloc[0])
+        if min(int(a["n_seeds"].iloc[0]), int(b["n_seeds"].iloc[0])) < 2:
+            lines.append(f"{dataset} / {split}: {with_knowledge} {da:.3f} vs {without} {db:.3f} from one seed only: "
+                         "no spread to judge the knowledge gene embeddings by.")
+            continue
         sa, sb = float(a[f"{metric}_sd"].iloc[0]), float(b[f"{metric}_sd"].iloc[0])
         diff = da - db
         tag = "helps" if diff > max(sa, sb) else ("hurts" if diff < -max(sa, sb) else "makes no clear difference (within the seeds' spread)")
