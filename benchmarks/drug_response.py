@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from scprior.config import notebook_params
+from scprior.data.drug_fingerprints import morgan_fingerprints
 from scprior.data.drug_prepare import read_drug_dataset
-from scprior.knowledge.drugs import morgan_fingerprints
 from scprior.knowledge.store import load_embeddings
 from scprior.runtime import pick_device, set_threads
 from scprior.tasks.drug_response import recipes

@@ -7,8 +7,8 @@ import pytest
 import torch
 from drug_fixtures import LAYOUT, SMILES, make_cpa_adata
 
+from scprior.data.drug_fingerprints import morgan_fingerprints, tanimoto
 from scprior.errors import ScpriorInputError
-from scprior.knowledge.drugs import morgan_fingerprints, tanimoto
 from scprior.models.cpa import CPA, CPAConfig, nb_log_prob
 from scprior.tasks.drug_response import recipes
 from scprior.tasks.drug_response.data import DrugTask

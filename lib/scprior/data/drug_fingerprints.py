@@ -1,4 +1,4 @@
-"""Drug knowledge: RDKit Morgan fingerprints of SMILES (chemCPA's drug features) and Tanimoto similarity."""
+"""Drug features: RDKit Morgan fingerprints of SMILES (chemCPA's drug features) and Tanimoto similarity."""
 
 from __future__ import annotations
 
