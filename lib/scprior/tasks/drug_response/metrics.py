@@ -56,7 +56,8 @@ def metrics_json(summary: pd.DataFrame, simulated: Mapping[str, bool]) -> dict:
 
 def losses_to_baselines(summary: pd.DataFrame, models: list[str], baselines: list[str],
                         metric: str = "r2_mean_de") -> pd.DataFrame:
-    """Per dataset, split and model: the best baseline on ``metric`` and whether the model beats it."""
+    """Per dataset, split and model: the best baseline on ``metric``, whether the model beats it,
+    the margin, the model's sd over seeds and whether the margin exceeds it (``clear``)."""
     rows = []
     for (dataset, split), sub in summary.groupby(["dataset", "split"], sort=False):
         base = sub[sub["method"].isin(baselines)].dropna(subset=[metric])
@@ -65,9 +66,12 @@ def losses_to_baselines(summary: pd.DataFrame, models: list[str], baselines: lis
         best = base.loc[base[metric].idxmax()]
         for r in sub[sub["method"].isin(models)].itertuples():
             score = getattr(r, metric)
+            spread = float(getattr(r, f"{metric}_sd", 0.0) or 0.0)
             rows.append({"dataset": dataset, "split": split, "method": r.method, metric: score,
                          "best_baseline": best["method"], "best_baseline_score": best[metric],
-                         "beats_best_baseline": bool(score > best[metric])})
+                         "beats_best_baseline": bool(score > best[metric]),
+                         "margin": float(score - best[metric]), "seed_sd": spread,
+                         "clear": bool(abs(score - best[metric]) > spread)})
     return pd.DataFrame(rows)
 
 
@@ -78,14 +82,18 @@ def verdict_sentences(comparison: pd.DataFrame, metric: str = "r2_mean_de") -> s
     lines = []
     for (dataset, method), sub in comparison.groupby(["dataset", "method"], sort=False):
         lost = sub[~sub["beats_best_baseline"]]
+        won = sub[sub["beats_best_baseline"]]
+        unclear = [f"{r.split} (+{r.margin:.3f} vs seed sd {r.seed_sd:.3f})" for r in won.itertuples()
+                   if "clear" in sub and not r.clear]
+        caveat = f"; the win is within the seeds' spread in: {', '.join(unclear)}" if unclear else ""
         if lost.empty:
             lines.append(f"{dataset}: {method} beats the best baseline on {metric} in every split "
-                         f"({', '.join(sub['split'])}).")
+                         f"({', '.join(sub['split'])}){caveat}.")
             continue
         parts = [f"{r.split} ({r.best_baseline} {r.best_baseline_score:.3f} vs {getattr(r, metric):.3f})"
                  for r in lost.itertuples()]
         lines.append(f"{dataset}: {method} loses to a baseline on {metric} in {len(lost)}/{len(sub)} splits: "
-                     + "; ".join(parts) + ".")
+                     + "; ".join(parts) + caveat + ".")
     return "\n".join(lines)
 
 
