@@ -132,15 +132,15 @@ def test_save_load_roundtrip(tmp_path):
 
 
 def test_adversary_lowers_drug_information_in_the_basal_latent():
-    adata = make_cpa_adata(cells=30, vehicle=60, lfc=2.5)
+    adata = make_cpa_adata(cells=20, vehicle=40, lfc=2.5)
     task = DrugTask.from_adata(adata, LAYOUT)
     train = np.flatnonzero(task.split("split") == "train")
     cells = train[task.dose[train] >= 0.1]  # treated at strong doses + nothing else: drug is visible in x
-    cells = np.concatenate([cells, train[task.control[train]][:60]])
+    cells = np.concatenate([cells, train[task.control[train]][:40]])
     acc = {}
     for weight in (0.0, 3.0):
         settings = recipes.CPASettings(latent_dim=8, encoder_hidden=[32], decoder_hidden=[32], adversary_weight=weight,
-                                       max_epochs=40, patience=None, lr=3e-3, batch_size=64, dropout=0.0)
+                                       max_epochs=15, patience=None, lr=3e-3, batch_size=64, dropout=0.0)
         model, _ = recipes.train_cpa(task, train, recipes.ModelSpec("cpa", use_gene_embeddings=False), settings, seed=0)
         acc[weight] = classifier_accuracy(basal_latent(model, task, cells), drug_labels(task, cells), seed=0)
-    assert acc[3.0] < acc[0.0] - 0.1, acc
+    assert acc[3.0] < acc[0.0] - 0.1, acc  # seen here: 0.95 without, 0.76 with the adversary
