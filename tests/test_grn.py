@@ -236,3 +236,40 @@ def test_grnboost2_recovers_a_planted_edge():
     assert scores.shape == (3, 12)
     assert scores["G7"].idxmax() == "G1"
     assert scores.loc["G1"].drop("G1").idxmax() == "G7"
+
+
+# ----------------------------------------------------------------------------- SERGIO (simulated)
+def _toy_regulon(seed=0):
+    rng = np.random.default_rng(seed)
+    tfs = [f"TF{i}" for i in range(12)]
+    genes = [f"G{i}" for i in range(80)]
+    rows = [(t, g) for t in tfs for g in rng.choice(genes + tfs, size=15, replace=False)]
+    return pd.DataFrame(rows, columns=["tf", "target"])
+
+
+def test_sergio_network_is_acyclic_and_from_the_regulon():
+    import networkx as nx
+
+    from scprior.data.grn_sim import SergioConfig, sergio_network
+
+    reg = _toy_regulon()
+    genes, edges = sergio_network(reg, SergioConfig(n_tfs=8, n_genes=40, min_targets=10, max_regulators=3))
+    assert len(genes) <= 40 and set(edges["tf"]) | set(edges["target"]) <= set(genes)
+    assert set(map(tuple, edges[["tf", "target"]].values)) <= set(map(tuple, reg.values))
+    assert nx.is_directed_acyclic_graph(nx.DiGraph(list(map(tuple, edges[["tf", "target"]].values))))
+    assert edges.groupby("target").size().max() <= 3
+    assert ((edges["k"] >= 1) & (edges["k"] <= 5) | (edges["k"] >= -5) & (edges["k"] <= -1)).all()
+
+
+def test_sergio_simulation_is_seeded_and_labelled_simulated():
+    from scprior.data.grn_sim import SergioConfig, simulate_sergio
+
+    cfg = SergioConfig(n_tfs=6, n_genes=30, min_targets=10, n_cell_types=2, cells_per_type=20, safety_iter=20, scale_iter=3)
+    a = simulate_sergio(_toy_regulon(), cfg)
+    b = simulate_sergio(_toy_regulon(), cfg)
+    assert a.uns["scprior"]["real"] is False and "SIMULATED" in a.uns["scprior"]["title"]
+    counts = a.layers["counts"].toarray()
+    assert np.array_equal(counts, np.round(counts)) and (counts >= 0).all()
+    assert np.array_equal(counts, b.layers["counts"].toarray())
+    assert set(a.obs["cell_type"]) == {"type 0", "type 1"}
+    assert len(a.uns["grn_edges"]) > 0
