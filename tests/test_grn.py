@@ -273,3 +273,17 @@ def test_sergio_simulation_is_seeded_and_labelled_simulated():
     assert np.array_equal(counts, b.layers["counts"].toarray())
     assert set(a.obs["cell_type"]) == {"type 0", "type 1"}
     assert len(a.uns["grn_edges"]) > 0
+
+
+def test_deletion_results_of_another_model_are_not_reused(tmp_path):
+    emb, w = _tiny()
+    ids = np.array([[2, 3, 4, 0], [2, 6, 0, 0]])
+    vals = (ids > 0).astype(np.float32)
+    args = (ids, vals, np.zeros(2, np.int64), ["a", "b"], ["G2"], {f"G{i}": i for i in range(1, 8)})
+    from scprior.tasks.grn.deletion import model_fingerprint
+
+    m1, m2 = InteractionModel(emb, w), InteractionModel(emb + 1.0, w)
+    assert model_fingerprint(m1) != model_fingerprint(m2)
+    run_deletion(m1, *args, out_dir=tmp_path, fingerprint=model_fingerprint(m1), progress=False)
+    with pytest.raises(ScpriorInputError, match="other settings"):
+        run_deletion(m2, *args, out_dir=tmp_path, fingerprint=model_fingerprint(m2), progress=False)

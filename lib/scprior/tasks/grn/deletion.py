@@ -133,12 +133,14 @@ def _tf_result(encoder, enc_ids, enc_vals, enc_species, groups, token: int, tf: 
 def run_deletion(encoder, input_ids: np.ndarray, values: np.ndarray, species: np.ndarray,
                  cell_groups: Sequence[str], tfs: Sequence[str], gene_to_id: Mapping[str, int], *,
                  settings: DeletionSettings | None = None, out_dir: str | os.PathLike | None = None,
-                 progress: bool = True) -> pd.DataFrame:
+                 fingerprint: str = "", progress: bool = True) -> pd.DataFrame:
     """Delete each TF in turn; return ``tf``, ``group`` (cell type or ``"all"``), ``gene``, ``shift``
     (mean 1 - cosine), ``n_cells``. TFs absent from every cell give no rows.
 
     ``input_ids`` / ``values`` (cells, L) and ``species`` (cells,) are the rank encoding;
-    ``cell_groups`` (cells,) the cell type of each cell. ``out_dir``: resumable per-TF results.
+    ``cell_groups`` (cells,) the cell type of each cell. ``out_dir``: resumable per-TF results;
+    ``fingerprint`` names the model (e.g. :func:`model_fingerprint`) so results of another model
+    in the same folder are never reused.
     """
     settings = settings or DeletionSettings()
     input_ids, values = np.asarray(input_ids, dtype=np.int64), np.asarray(values, dtype=np.float32)
@@ -156,7 +158,7 @@ def run_deletion(encoder, input_ids: np.ndarray, values: np.ndarray, species: np
     if out_dir is not None:
         folder = check_writable(out_dir)
         stamp = {**asdict(settings), "n_cells": int(len(input_ids)), "width": int(input_ids.shape[1]),
-                 "encoding_checksum": int(np.int64(input_ids.sum() % 1_000_000_007))}
+                 "encoding_checksum": int(np.int64(input_ids.sum() % 1_000_000_007)), "model": fingerprint}
         stamp.pop("device")
         stamp.pop("batch_size")
         meta = folder / "settings.json"
@@ -187,6 +189,17 @@ def run_deletion(encoder, input_ids: np.ndarray, values: np.ndarray, species: np
     if not parts:
         return pd.DataFrame(columns=["tf", "group", "gene", "shift", "n_cells"])
     return pd.concat(parts, ignore_index=True)
+
+
+def model_fingerprint(module: torch.nn.Module) -> str:
+    """sha256 of a module's parameters and buffers (identifies the exact weights)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def deletion_matrix(result: pd.DataFrame, tfs: Sequence[str], genes: Sequence[str], group: str = ALL) -> pd.DataFrame:

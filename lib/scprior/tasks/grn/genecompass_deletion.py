@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 
 from scprior.errors import ScpriorInputError
-from scprior.tasks.grn.deletion import ALL, DeletionSettings, deletion_matrix, run_deletion
+from scprior.tasks.grn.deletion import ALL, DeletionSettings, deletion_matrix, model_fingerprint, run_deletion
 from scprior.tasks.grn.holdout import check_no_leak, prior_without
 
 
@@ -112,6 +112,7 @@ def deletion_scores(gc, adata: ad.AnnData, genes: Sequence[str], tfs: Sequence[s
     usable = [t for t in tfs if t in gene_to_id]
     result = run_deletion(GeneCompassEncoder(gc), enc.input_ids, enc.values, enc.species,
                           cells.obs["cell_type"].astype(str).to_numpy(), usable, gene_to_id,
-                          settings=settings, out_dir=out_dir, progress=progress)
+                          settings=settings, out_dir=out_dir, fingerprint=model_fingerprint(gc.model),
+                          progress=progress)
     groups = [ALL, *sorted(set(result["group"]) - {ALL})] if len(result) else [ALL]
     return {g: deletion_matrix(result, list(tfs), list(genes), g) for g in groups}, result
