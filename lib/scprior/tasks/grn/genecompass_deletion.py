@@ -22,7 +22,13 @@ import pandas as pd
 import torch
 
 from scprior.errors import ScpriorInputError
-from scprior.tasks.grn.deletion import ALL, DeletionSettings, deletion_matrix, model_fingerprint, run_deletion
+from scprior.tasks.grn.deletion import (
+    ALL,
+    DeletionSettings,
+    deletion_matrix,
+    model_fingerprint,
+    run_deletion,
+)
 from scprior.tasks.grn.holdout import check_no_leak, prior_without
 
 
