@@ -287,3 +287,31 @@ def test_deletion_results_of_another_model_are_not_reused(tmp_path):
     run_deletion(m1, *args, out_dir=tmp_path, fingerprint=model_fingerprint(m1), progress=False)
     with pytest.raises(ScpriorInputError, match="other settings"):
         run_deletion(m2, *args, out_dir=tmp_path, fingerprint=model_fingerprint(m2), progress=False)
+
+
+# ------------------------------------------------------------------------ evaluation recipe
+def test_evaluate_and_verdicts_follow_the_numbers():
+    import anndata as ad
+
+    from scprior.tasks.grn import evaluation as ev
+
+    rng = np.random.default_rng(0)
+    genes = [f"G{i}" for i in range(30)]
+    tfs = ["G0", "G1", "G2", "G3", "G4", "G5"]
+    truth = pd.DataFrame([(t, g) for t in tfs for g in rng.choice(genes[6:], 4, replace=False)], columns=["tf", "target"])
+    truth = tidy_edges(truth, "toy")
+    ds = ev.GrnDataset("toy", ad.AnnData(np.zeros((3, 30), np.float32)), {"toy": truth}, simulated=True)
+    perfect = pd.DataFrame(0.0, index=tfs, columns=genes)
+    for t, g in truth[["tf", "target"]].values:
+        perfect.loc[t, g] = 1.0
+    noise = pd.DataFrame(rng.random((6, 30)), index=tfs, columns=genes)
+    res = ev.evaluate(ds, {"oracle": perfect + 0.01 * noise, "noise": noise, "anti": -perfect}, tfs, genes)
+    summ = res.summary["toy"]
+    assert summ.loc["oracle", "auprc"] == pytest.approx(1.0) and summ.loc["oracle", "epr"] == pytest.approx(29 / 4)  # 29 candidates (the TF itself is not one)
+    assert summ.loc["oracle", "auprc_ratio_lo"] > summ.loc["noise", "auprc_ratio_hi"]
+    table = ev.comparison_table(res, "oracle", rivals=["noise", "anti"])
+    assert set(table["verdict"]) == {"beats"}
+    assert set(ev.comparison_table(res, "anti", rivals=["oracle"])["verdict"]) == {"loses to"}
+    assert "oracle beats noise" in ev.verdict_sentences(res, "oracle", rivals=["noise"])
+    block = ev.metrics_block(res)["toy:toy"]
+    assert block["simulated"] is True and block["n_tfs"] == 6 and set(block["methods"]) == {"oracle", "noise", "anti"}
