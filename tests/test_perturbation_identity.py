@@ -161,7 +161,7 @@ def test_gears_runs_offline_on_our_files(ensembl_task, tmp_path):
     gm = GearsModel(ensembl_task, go, config=GearsConfig(epochs=1, hidden_size=8, batch_size=8,
                                                          max_cells_per_condition=8, max_control_cells=30), seed=0)
     assert gm.coverage(["KLF1+GATA1"]) == 1.0 and gm.can_predict("SPI1+ctrl")
-    gm.fit(_split(ensembl_task), workdir=tmp_path / "gears")
+    gm.fit(_split(ensembl_task), weights=tmp_path / "gears.pt")
     pred = gm([["SPI1"], ["KLF1", "GATA1"]])
     assert pred.shape == (2, len(SYMBOLS)) and np.isfinite(pred.to_numpy()).all()
     assert (tmp_path / "gears.pt").is_file() and gm.notes["gears_version"]

@@ -7,8 +7,8 @@ build what it would download from the knowledge layer's GO annotations instead:
 - ``gene2go_all.pkl``: written by us from ``go_annotations`` for the dataset's genes (its
   spelling of each symbol, matched case-insensitively), in a private temporary folder; GEARS reads
   this pickle, which we wrote ourselves from our own tables (no user pickle is ever loaded);
-- the perturbation gene set: ``default_pert_graph=False`` (GEARS's own option: measured genes +
-  perturbed genes, those with GO terms);
+- the perturbation gene set (GEARS's ``gene_set_path``): the measured genes and every perturbed
+  gene of the dataset (test ones included, so they can be queried), those with GO terms;
 - the GO graph: GEARS's ``get_GO_edge_list`` rule (Jaccard of GO sets > 0.1, the top
   ``num_similar_genes_go_graph + 1`` sources per target), computed here as a sparse product and
   handed to ``model_initialize(G_go=..., G_go_weight=...)`` so GEARS writes nothing into the
@@ -77,6 +77,7 @@ class GearsConfig:
     batch_size: int = 32
     max_cells_per_condition: int | None = 40
     max_control_cells: int | None = 400
+    n_ctrl_predict: int = 32  # control cells averaged per predicted perturbation (GEARS.predict: 300)
     device: str = "auto"
     verbose: bool = False
 
@@ -171,11 +172,12 @@ class GearsModel:
             sets[split.assignment[raw]].add(gl)
         return adata, {k: sorted(v) for k, v in sets.items()}
 
-    def fit(self, split: PerturbationSplit, *, workdir: str | Path | None = None) -> GearsModel:
+    def fit(self, split: PerturbationSplit, *, weights: str | Path | None = None) -> GearsModel:
         """Train GEARS on the split's train conditions, best epoch on its val conditions.
 
-        ``workdir``: where the trained weights are saved (``gears_best_model.pt``, weights only);
-        GEARS's own files (gene2go pickle, cell graphs) live in a temporary folder removed after.
+        ``weights``: a ``.pt`` path for the best model's state dict (weights only, with version and
+        settings); GEARS's own files (gene2go pickle, cell graphs) live in a temporary folder
+        removed afterwards.
         """
         import torch
         from gears import GEARS, PertData
@@ -195,7 +197,9 @@ class GearsModel:
             tmp = Path(tmp)
             with open(tmp / "gene2go_all.pkl", "wb") as fh:  # our own table, for GEARS to read
                 pickle.dump(self.gene2go, fh)
-            pdata = PertData(str(tmp), default_pert_graph=False)
+            with open(tmp / "pert_genes.pkl", "wb") as fh:  # every gene a query may perturb, test ones included
+                pickle.dump(list(self.pert_names), fh)
+            pdata = PertData(str(tmp), gene_set_path=str(tmp / "pert_genes.pkl"), default_pert_graph=False)
             pdata.new_data_process(dataset_name="scprior", adata=adata, skip_calc_de=True)
             with open(tmp / "split.pkl", "wb") as fh:
                 pickle.dump({**sets, "test": sets["val"][:1]}, fh)
@@ -220,8 +224,8 @@ class GearsModel:
                           go_graph_edges=int(len(edges)), pert_graph_genes=len(pert_list),
                           train_cells=int((adata.obs["condition"].isin(sets["train"])).sum()),
                           settings=str({k: v for k, v in asdict(cfg).items() if k != "verbose"}))
-        if workdir is not None:
-            path = Path(workdir).with_suffix(".pt")
+        if weights is not None:
+            path = Path(weights)
             save_torch_atomic({"state_dict": {k: v.detach().cpu() for k, v in model.best_model.state_dict().items()},
                                "gears_version": gears_version(), "settings": asdict(cfg), "seed": self.seed,
                                "pert_list": pert_list, "genes": list(self.task.genes)}, path)
@@ -230,7 +234,8 @@ class GearsModel:
 
     def predict(self, perturbations: Sequence[str] | Sequence[Sequence[str]]) -> pd.DataFrame:
         """Mean predicted profile (rows: canonical names, columns: symbols) of each perturbation
-        (condition names or gene lists), from GEARS's ``predict`` (300 random control cells each)."""
+        (condition names or gene lists), as GEARS's ``predict`` computes it but over
+        ``n_ctrl_predict`` random control cells (GEARS: 300)."""
         if self.gears is None:
             raise ScpriorInputError("GearsModel.predict before fit.")
         conditions = [canonical_condition(p) if isinstance(p, str) else
@@ -238,11 +243,20 @@ class GearsModel:
         bad = [c for c in conditions if not self.can_predict(c)]
         if bad:
             raise ScpriorInputError(f"GEARS cannot predict {bad[:3]}: their genes have no GO terms (not in its graph).")
+        import torch
+        from gears.utils import create_cell_graph_dataset_for_prediction
+        from torch_geometric.loader import DataLoader
+
         np.random.seed(self.seed + 1)  # noqa: NPY002 - GEARS draws its control cells from the global state
-        queries = [[self._keys[symbol_key(g)] for g in parse_condition(c)] for c in conditions]
-        with contextlib.redirect_stdout(io.StringIO()):
-            out = self.gears.predict(queries)
-        rows = [np.asarray(out["_".join(q)], dtype=np.float64) for q in queries]
+        model = self.gears.best_model.to(self.gears.device).eval()
+        rows = []
+        for c in conditions:  # GEARS.predict's steps, with n_ctrl_predict control cells instead of 300
+            query = [self._keys[symbol_key(g)] for g in parse_condition(c)]
+            graphs = create_cell_graph_dataset_for_prediction(query, self.gears.ctrl_adata, self.gears.pert_list,
+                                                              self.gears.device, num_samples=self.config.n_ctrl_predict)
+            batch = next(iter(DataLoader(graphs, len(graphs), shuffle=False))).to(self.gears.device)
+            with torch.no_grad():
+                rows.append(model(batch).detach().cpu().numpy().mean(0).astype(np.float64))
         return pd.DataFrame(rows, index=conditions, columns=self.task.genes)
 
     def __call__(self, perturbations):
