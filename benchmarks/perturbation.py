@@ -50,7 +50,7 @@ def main() -> None:
     threads = set_threads(args.threads or params["threads"])
     device = pick_device(args.device)
     adata = _dataset(args.processed_dir, args.knowledge_dir)
-    task = pt.PerturbationTask.from_adata(adata)
+    task = pt.PerturbationData.from_adata(adata)
     split = simulation_split(task.conditions, seed=1)
     test = split.conditions("test")
     print(f"demo: {adata.n_obs} cells x {adata.n_vars} genes, {len(task.conditions) - 1} perturbation labels; "
@@ -67,7 +67,7 @@ def main() -> None:
             continue
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        model = pt.DeepPerturbationModel(task, language=language, config=cfg, seed=1, name=name)
+        model = pt.PerturbationTransformer(task, language=language, config=cfg, seed=1, name=name)
         result = model.fit(split)
         start = time.perf_counter()
         model.predict(test)
@@ -79,8 +79,8 @@ def main() -> None:
               f"{len(test) / seconds:.1f} perturbations/s{gpu}")
     start = time.perf_counter()
     pt.run_methods(task, split, test, knowledge=pt.KnowledgeInputs(text=text), methods=("no_change", "train_mean",
-                   "additive", "linear_pca", "ridge_text", "rf_text") if text is not None else
-                   ("no_change", "train_mean", "additive", "linear_pca"), seed=1)
+                   "additive", "combined", "linear_pca", "ridge_text", "rf_text", "residual_text") if text is not None else
+                   ("no_change", "train_mean", "additive", "combined", "linear_pca"), seed=1)
     print(f"baselines: fit + predict {time.perf_counter() - start:.1f} s")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 

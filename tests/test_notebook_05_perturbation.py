@@ -10,24 +10,26 @@ from conftest import ROOT
 from scprior.data.perturbation_prepare import (
     PERTURBATION_DATASETS,
     build_norman,
+    build_papalexi,
     build_simulated,
     sim_config,
 )
 from scprior.nbrun import run_notebook
-from scprior.tasks.perturbation import BASELINES, DEEP
+from scprior.tasks.perturbation import ALL_METHODS, DEEP, GEARS_METHODS
 
 QUICK_SIM = {"n_singles": 24, "n_doubles": 24, "n_genes": 240, "cells_per_condition": 25, "n_control_cells": 200}
 
 
 @pytest.fixture(scope="module")
 def perturbation_processed(knowledge_dir, tmp_path_factory):
-    """The two processed perturbation files, built by the DVC stages' own functions (small simulator)."""
+    """The three processed perturbation files, built by the DVC stages' own functions (small simulator)."""
     out = tmp_path_factory.mktemp("perturbation_processed")
     from scprior.config import section
 
     cfg = sim_config({**section("perturbation_sim", ROOT / "params.yaml"), **QUICK_SIM})
     build_simulated(knowledge_dir / "regulon.parquet", out / PERTURBATION_DATASETS["perturb_simulated"], cfg)
     build_norman(ROOT / "data" / "raw", out / PERTURBATION_DATASETS["norman19_devel"])
+    build_papalexi(ROOT / "data" / "raw", out / PERTURBATION_DATASETS["papalexi21"])
     return out
 
 
@@ -45,18 +47,32 @@ def test_05_perturbation_quick(perturbation_processed, knowledge_dir, tmp_path):
     )
     assert out.exists()
     metrics = json.loads((tmp_path / "p.json").read_text())
-    assert set(metrics) == {"dataset", "simulated", "seeds", "methods", "real_norman", "gears_file"}
+    assert set(metrics) == {"dataset", "simulated", "seeds", "methods", "skipped", "knowledge_goal", "real_norman",
+                            "real_papalexi", "gears_file", "gears"}
     assert metrics["simulated"] is True and "SIMULATED" in metrics["dataset"]
-    assert metrics["real_norman"]["simulated"] is False
-    for block in (metrics, metrics["real_norman"]):
-        assert set(block["methods"]) == set(BASELINES + DEEP)
+    assert metrics["real_norman"]["simulated"] is False and metrics["real_papalexi"]["simulated"] is False
+    assert metrics["gears"]["version"] and metrics["gears"]["settings"]["epochs"] >= 1
+    for block in (metrics, metrics["real_norman"], metrics["real_papalexi"]):
+        # every method either has results or is reported as skipped with its coverage, never both
+        assert set(block["methods"]) | set(block["skipped"]) == set(ALL_METHODS)
+        assert not set(block["methods"]) & set(block["skipped"])
+        for skip in block["skipped"].values():
+            assert 0.0 <= skip["coverage"] < 0.5 or "no " in skip["reason"]
         for subgroups in block["methods"].values():
             assert "all" in subgroups
             for values in subgroups.values():
-                assert set(values) == {"pearson_delta", "pearson_delta_de", "mse_de"}
-    assert {"combo_seen2", "unseen_single"} <= set(metrics["methods"]["additive"])
+                assert values["n_conditions"] >= 1
+                lo, hi = values["pearson_delta_de_ci"]
+                assert lo <= values["pearson_delta_de"] + 1e-9 and values["pearson_delta_de"] <= hi + 1e-9
+    assert {"combo_seen2", "unseen_single"} <= set(metrics["methods"]["combined"])
     assert metrics["methods"]["no_change"]["all"]["pearson_delta"] == 0.0
+    # the real Norman cut measures 1 of its 31 perturbed genes: the PCA linear model must be skipped
+    assert "linear_pca" in metrics["real_norman"]["skipped"]
+    assert "unseen_single" in metrics["real_papalexi"]["methods"]["combined"]
     for name in ("simulated_metrics_by_subgroup", "simulated_delta_scatter", "simulated_gi_recovery",
-                 "simulated_gi_magnitude", "real_norman_metrics_by_subgroup", "gears_file_metrics_by_subgroup"):
+                 "simulated_gi_magnitude", "real_norman_metrics_by_subgroup", "real_papalexi_metrics_by_subgroup",
+                 "gears_file_metrics_by_subgroup"):
         assert (fig / f"{name}.png").stat().st_size > 10_000, name
-    assert len(list(models.glob("*.pt"))) == 3 * len(DEEP)  # simulated, real Norman, gears_file; one seed
+    # one checkpoint per deep model and GEARS per dataset (simulated, Norman, Papalexi, gears_file; one seed)
+    assert len(list(models.glob("*.pt"))) == 4 * (len(DEEP) + len(GEARS_METHODS))
+    assert len(list(models.glob("*_split_seed*.json"))) == 4

@@ -3,6 +3,7 @@ GEARS's layout under ``data/processed/``.
 
     python -m scprior.data.perturbation_prepare simulated [--regulon data/processed/knowledge/regulon.parquet] [--out ...]
     python -m scprior.data.perturbation_prepare norman [--raw data/raw] [--out ...]
+    python -m scprior.data.perturbation_prepare papalexi [--raw data/raw] [--out ...]
 
 Settings of the simulator come from the ``perturbation_sim`` section of ``params.yaml``. Inputs
 are only read; outputs are written atomically.
@@ -29,8 +30,11 @@ from scprior.paths import project_root, resolve
 PERTURBATION_DATASETS: dict[str, str] = {
     "perturb_simulated": "perturb_simulated.h5ad",
     "norman19_devel": "norman19_devel_gears.h5ad",
+    "papalexi21": "papalexi21_gears.h5ad",
 }
 NORMAN_RAW = "perturbation/perturbench_devel.h5ad"
+PAPALEXI_RAW = "perturbation/lowmoi_example_data.rda"
+STAGES = {"perturb_simulated": "perturb_simulated", "norman19_devel": "perturb_norman", "papalexi21": "perturb_papalexi"}
 
 
 def perturbation_path(name: str, processed_dir: str | Path = "data/processed") -> Path:
@@ -44,7 +48,7 @@ def read_perturbation_dataset(name: str, processed_dir: str | Path = "data/proce
     """Read and validate one processed perturbation dataset (GEARS layout)."""
     path = perturbation_path(name, processed_dir)
     if not path.is_file():
-        stage = "perturb_simulated" if name == "perturb_simulated" else "perturb_norman"
+        stage = STAGES[name]
         raise FileNotFoundError(f"{path} is missing; run `dvc repro {stage}` first.")
     return read_gears(path)
 
@@ -91,6 +95,17 @@ def build_norman(raw_dir: str | Path, out: str | Path) -> Path:
     return write_gears(adata, out)
 
 
+def build_papalexi(raw_dir: str | Path, out: str | Path, *, min_purity: float = 0.8) -> Path:
+    """Real Papalexi 2021 THP-1 knockouts (sceptredata) -> GEARS-format file (:mod:`scprior.data.papalexi`)."""
+    from scprior.data.papalexi import lowmoi_to_gears
+
+    src = {s.path: s for s in read_sources(project_root() / "data.dvc")}.get(PAPALEXI_RAW)
+    prov = {"source": {"file": f"data/raw/{PAPALEXI_RAW}", "pin": src.pin, "license": src.license,
+                       "sha256": src.sha256}} if src is not None else {}
+    adata = lowmoi_to_gears(Path(raw_dir) / PAPALEXI_RAW, min_purity=min_purity, provenance=prov)
+    return write_gears(adata, out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build the perturbation task's processed files.")
     sub = parser.add_subparsers(dest="what", required=True)
@@ -101,9 +116,15 @@ def main(argv: list[str] | None = None) -> int:
     n = sub.add_parser("norman", help="real Norman 2019 cells in GEARS format")
     n.add_argument("--raw", default="data/raw")
     n.add_argument("--out", default="data/processed/norman19_devel_gears.h5ad")
+    q = sub.add_parser("papalexi", help="real Papalexi 2021 THP-1 knockouts in GEARS format")
+    q.add_argument("--raw", default="data/raw")
+    q.add_argument("--out", default="data/processed/papalexi21_gears.h5ad")
+    q.add_argument("--min-purity", type=float, default=0.8, help="dominant gRNA's share of the cell's gRNA UMIs")
     args = parser.parse_args(argv)
     if args.what == "simulated":
         path = build_simulated(resolve(args.regulon), resolve(args.out), sim_config())
+    elif args.what == "papalexi":
+        path = build_papalexi(resolve(args.raw), resolve(args.out), min_purity=args.min_purity)
     else:
         path = build_norman(resolve(args.raw), resolve(args.out))
     print(f"wrote {path}")

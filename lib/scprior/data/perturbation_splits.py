@@ -21,8 +21,11 @@ where no such duplicates exist the result is identical to GEARS's.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -297,3 +300,28 @@ def singles_kept_split(conditions: Iterable[str], *, seed: int = 0, n_test_singl
     n_val = min(n_val, max(len(train_pool) - 1, 0))
     val = rs.choice(np.asarray(train_pool, dtype=object), n_val, replace=False).tolist() if n_val else []
     return holdout_split(perts, test=sorted(test), val=val, seed=seed, kind="singles_kept")
+
+
+# ------------------------------------------------------------------------------ artefacts
+def save_split(split: PerturbationSplit, path: str | os.PathLike) -> Path:
+    """Write a split (kind, seed, assignment, test / val subgroups) as JSON, atomically.
+
+    The counterpart of GEARS's ``splits/<name>_simulation_<seed>_0.75.pkl`` and ``..._subgroup.pkl``
+    (JSON, so reading it back never runs code).
+    """
+    from scprior.safe_io import write_text_atomic
+
+    data = {"kind": split.kind, "seed": int(split.seed), "assignment": dict(split.assignment),
+            "test_subgroup": {k: list(v) for k, v in split.test_subgroup.items()},
+            "val_subgroup": {k: list(v) for k, v in split.val_subgroup.items()}}
+    return write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def load_split(path: str | os.PathLike) -> PerturbationSplit:
+    """Read a split written by :func:`save_split`."""
+    try:
+        data = json.loads(Path(path).read_text())
+        return PerturbationSplit(str(data["kind"]), int(data["seed"]), dict(data["assignment"]),
+                                 dict(data.get("test_subgroup", {})), dict(data.get("val_subgroup", {})))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ScpriorInputError(f"{path} is not a split written by save_split: {exc}") from None

@@ -18,37 +18,53 @@ METRIC_LABELS = {"pearson_delta": "Pearson of delta (all genes)", "pearson_delta
 
 
 def _method_palette(methods: Sequence[str]) -> dict[str, tuple]:
-    """Baselines in muted colours (no change in grey), deep models in strong ones."""
-    deep = [m for m in methods if m.startswith(("scgpt", "scgenept"))]
-    base = [m for m in methods if m not in deep and m != "no_change"]
+    """Baselines in muted colours (no change in grey), knowledge / deep models and GEARS in strong ones."""
+    strong = [m for m in methods if m.startswith(("scgpt", "scgenept", "residual", "gears"))]
+    base = [m for m in methods if m not in strong and m != "no_change"]
     colors = {"no_change": (0.6, 0.6, 0.6)}
-    colors.update(zip(base, sns.color_palette("Set2", len(base))))
-    colors.update(zip(deep, sns.color_palette("dark", 10)[3:3 + len(deep)]))
+    colors.update(zip(base, sns.color_palette("pastel", len(base)) if len(base) > 8 else sns.color_palette("Set2", len(base))))
+    colors.update(zip(strong, sns.color_palette("dark", 10)[:len(strong)]))
     return colors
 
 
-def metric_bars(subgroups: pd.DataFrame, *, dataset: str, simulated: bool,
+def metric_bars(uncertainty: pd.DataFrame, *, dataset: str, simulated: bool,
                 metrics: Sequence[str] = ("pearson_delta", "pearson_delta_de", "mse_de"),
                 methods: Sequence[str] | None = None) -> plt.Figure:
-    """One panel per metric: bars per subgroup and method (mean over seeds, sd as error bars).
+    """One panel per metric: bars per subgroup and method (mean over seeds) with the bootstrap
+    interval over test conditions as error bars; each subgroup's label shows its n test conditions.
 
-    ``subgroups``: long table with columns seed, method, subgroup and the metrics.
+    ``uncertainty``: :func:`scprior.tasks.perturbation.subgroup_uncertainty` table (method,
+    subgroup, n_conditions, n_seeds, ``metric``, ``metric_ci_low``, ``metric_ci_high``).
     """
-    methods = list(methods or pd.unique(subgroups["method"]))
-    order = [s for s in SUBGROUP_ORDER if s in set(subgroups["subgroup"])]
+    methods = list(methods or pd.unique(uncertainty["method"]))
+    order = [s for s in SUBGROUP_ORDER if s in set(uncertainty["subgroup"])]
+    n = uncertainty.groupby("subgroup")["n_conditions"].max()
     fig, axes = plt.subplots(len(metrics), 1, figsize=(max(8, 1.6 * len(order) * max(1, len(methods) / 6)), 3.2 * len(metrics)),
                              squeeze=False)
     palette = _method_palette(methods)
+    width = 0.8 / max(len(methods), 1)
+    table = uncertainty.set_index(["method", "subgroup"])
     for ax, metric in zip(axes[:, 0], metrics):
-        sns.barplot(data=subgroups, x="subgroup", y=metric, hue="method", order=order, hue_order=methods,
-                    palette=palette, errorbar="sd", ax=ax)
+        for j, method in enumerate(methods):
+            xs, ys, lo, hi = [], [], [], []
+            for i, sub in enumerate(order):
+                if (method, sub) not in table.index:
+                    continue
+                row = table.loc[(method, sub)]
+                xs.append(i - 0.4 + width * (j + 0.5))
+                ys.append(row[metric])
+                lo.append(row[metric] - row[f"{metric}_ci_low"])
+                hi.append(row[f"{metric}_ci_high"] - row[metric])
+            ax.bar(xs, ys, width=width, color=palette[method], label=method,
+                   yerr=[lo, hi], error_kw={"elinewidth": 0.6, "capsize": 1.5})
+        ax.set_xticks(range(len(order)), [f"{s}\n(n={int(n.loc[s])})" for s in order], fontsize=8)
         ax.set_ylabel(METRIC_LABELS.get(metric, metric), fontsize=8)
-        ax.set_xlabel("")
-        ax.legend_.remove() if ax.legend_ else None
+        ax.axhline(0, lw=0.5, color="k")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="method")
-    n_seeds = subgroups["seed"].nunique()
-    fig.suptitle(figure_title(f"GEARS metrics by test subgroup ({n_seeds} seed{'s' if n_seeds > 1 else ''})",
+    n_seeds = int(uncertainty["n_seeds"].max())
+    fig.suptitle(figure_title(f"GEARS metrics by test subgroup ({n_seeds} seed{'s' if n_seeds > 1 else ''}; "
+                              "bars: 95% bootstrap interval over test conditions; n per seed)",
                               dataset=dataset, simulated=simulated))
     fig.tight_layout()
     return fig

@@ -1,28 +1,28 @@
-"""Perturbation-prediction recipes (scGenePT's task, evaluated the GEARS way).
+"""Perturbation-prediction recipes (scGenePT's task, evaluated the GEARS way): methods, benchmark, verdicts.
 
-:class:`PerturbationTask` holds one GEARS-format AnnData in the arrays the methods need;
-:class:`DeepPerturbationModel` trains scGenePT / the scGPT setting through
-:func:`scprior.models.training.fit` (GEARS's cell pairing: every perturbed cell paired with a random
-control cell; best epoch on the validation conditions' loss) and predicts a condition as the mean
-over predictions from control cells; :func:`run_methods` fits every baseline and deep model on one
-split and :func:`benchmark` runs seeds, metrics per subgroup and genetic-interaction recovery.
+:func:`run_methods` fits every baseline, knowledge model and deep model on one split (data:
+:class:`scprior.data.perturbation_data.PerturbationData`; deep models:
+:mod:`scprior.models.perturbation_transformer` and :mod:`scprior.models.gears_adapter`);
+:func:`benchmark` runs seeds, GEARS metrics per subgroup with their uncertainty (n test
+conditions, sd over seeds, bootstrap interval) and genetic-interaction recovery; the verdict
+functions turn those numbers into sentences.
+
+A method whose knowledge covers fewer than ``min_coverage`` of the test perturbations' genes is
+reported as *skipped* with its coverage, never as a result (it would equal the training mean).
 """
 
 from __future__ import annotations
 
-import re
+import json
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import anndata as ad
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
-import torch
 
-from scprior.data.gears import pair_controls
+from scprior.data.perturbation_data import PerturbationData, perturbation_coverage, symbol_key
 from scprior.data.perturbation_splits import PerturbationSplit
 from scprior.data.perturbations import (
     CONTROL,
@@ -33,84 +33,46 @@ from scprior.data.perturbations import (
 )
 from scprior.errors import ScpriorInputError
 from scprior.knowledge.embeddings import GeneEmbeddings
-from scprior.models.scgenept import ScGenePT, ScGenePTConfig, language_table, sample_gene_subset
-from scprior.models.scgpt_checkpoint import build_from_scgpt
-from scprior.models.training import TrainConfig, TrainResult, fit
-from scprior.runtime import pick_device
+from scprior.knowledge.go_features import go_feature_table, go_svd_embedding
+from scprior.models.perturbation_transformer import (
+    DeepConfig,
+    PerturbationTransformer,
+    token_symbols,
+)
 from scprior.tasks.perturbation_baselines import (
     Additive,
+    Combined,
     KnowledgeRegressor,
     LinearGeneEmbedding,
     NoChange,
+    ResidualKnowledge,
     TrainMean,
-    canonical_pseudobulk,
-    go_feature_table,
 )
 from scprior.tasks.perturbation_gi import doubles_with_singles, gi_recovery
-from scprior.tasks.perturbation_metrics import (
-    control_mean,
-    evaluate_conditions,
-    observed_means,
-    summarise_subgroups,
-)
+from scprior.tasks.perturbation_metrics import evaluate_conditions, summarise_subgroups
 
-BASELINES = ("no_change", "train_mean", "additive", "linear_pca", "ridge_go", "rf_go", "ridge_text", "rf_text")
+#: kept for notebooks and scripts written against the earlier names
+PerturbationTask = PerturbationData
+DeepPerturbationModel = PerturbationTransformer
+
+BASELINES = ("no_change", "train_mean", "additive", "combined", "linear_pca", "linear_go", "linear_text",
+             "ridge_go", "rf_go", "ridge_text", "rf_text")
+KNOWLEDGE = ("residual_go", "residual_text")
 DEEP = ("scgpt", "scgenept_text", "scgenept_go")
+GEARS_METHODS = ("gears",)
+#: the models every baseline is compared with (knowledge models, deep models, GEARS)
+MODELS = KNOWLEDGE + DEEP + GEARS_METHODS
+#: the models that use prior gene knowledge (the issue's goal is about the best of these)
+KNOWLEDGE_MODELS = KNOWLEDGE + ("scgenept_text", "scgenept_go") + GEARS_METHODS
+ALL_METHODS = BASELINES + KNOWLEDGE + DEEP + GEARS_METHODS
+#: methods that depend on a gene lookup and are skipped below ``min_coverage``
+COVERAGE_GATED = ("linear_pca", "linear_go", "linear_text", "ridge_go", "rf_go", "ridge_text", "rf_text",
+                  "residual_go", "residual_text", "gears")
 DEEP_LABELS = {"scgpt": "scGPT setting (no language embedding)",
                "scgenept_text": "scGenePT (MiniLM gene text)",
-               "scgenept_go": "scGenePT-GO (GO annotation SVD)"}
-
-
-# ------------------------------------------------------------------------------ data holder
-@dataclass
-class PerturbationTask:
-    """Arrays of one GEARS-format dataset: expression, labels, observed means, control mean."""
-
-    adata: ad.AnnData
-    name: str
-    simulated: bool
-    genes: list[str]
-    X: np.ndarray
-    labels: np.ndarray
-    canonical: np.ndarray
-    ctrl_cells: np.ndarray
-    truth: pd.DataFrame
-    ctrl: np.ndarray
-    cells_per_label: pd.Series
-    key: str = "gears"
-
-    @classmethod
-    def from_adata(cls, adata: ad.AnnData, *, name: str | None = None, key: str | None = None) -> PerturbationTask:
-        """Build from a validated GEARS AnnData (see :func:`scprior.data.gears.read_gears`).
-
-        ``name`` is shown in tables and titles; ``key`` (default: the dataset id) names checkpoints.
-        """
-        prov = adata.uns.get("scprior", {})
-        key = key or str(prov.get("dataset_id", name or "gears"))
-        key = re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_") or "gears"
-        labels = adata.obs["condition"].astype(str).to_numpy()
-        X = adata.X.toarray() if sp.issparse(adata.X) else np.asarray(adata.X)
-        return cls(
-            adata=adata, name=name or str(prov.get("dataset_id", "gears")), simulated=not bool(prov.get("real", True)),
-            genes=adata.var["gene_name"].astype(str).tolist(), X=X.astype(np.float32), labels=labels,
-            canonical=np.asarray([canonical_condition(c) for c in labels], dtype=object),
-            ctrl_cells=np.flatnonzero(labels == CONTROL), truth=observed_means(adata), ctrl=control_mean(adata),
-            cells_per_label=pd.Series(labels).value_counts(), key=key,
-        )
-
-    @property
-    def conditions(self) -> list[str]:
-        """Raw condition labels in order of first appearance."""
-        return list(pd.unique(self.labels))
-
-    def pseudobulk(self, labels: Sequence[str]) -> pd.DataFrame:
-        """Canonical target set -> mean profile over the cells of ``labels``."""
-        return canonical_pseudobulk(self.truth, list(labels), self.cells_per_label)
-
-    def observed_profiles(self) -> dict[str, np.ndarray]:
-        """Canonical target set -> observed mean profile, over all cells of the dataset."""
-        table = self.pseudobulk(self.conditions)
-        return {c: table.loc[c].to_numpy() for c in table.index}
+               "scgenept_go": "scGenePT-GO (GO annotation SVD)",
+               "gears": "GEARS (cell-gears, GO graph from our tables)"}
+MIN_COVERAGE = 0.5
 
 
 # ------------------------------------------------------------------------------ knowledge inputs
@@ -122,177 +84,35 @@ class KnowledgeInputs:
     go_annotations: pd.DataFrame | None = None
     go_dim: int = 64
 
-    def go_embedding(self, genes: Sequence[str], *, seed: int = 0) -> GeneEmbeddings | None:
-        """GO annotation vectors for ``genes``: truncated SVD of the gene x term indicator matrix."""
+    def go_embedding(self, genes: Sequence[str], *, seed: int = 0, dim: int | None = None) -> GeneEmbeddings | None:
+        """GO annotation vectors for ``genes`` (:func:`scprior.knowledge.go_features.go_svd_embedding`)."""
         if self.go_annotations is None:
             return None
-        table = go_feature_table(self.go_annotations, genes, min_genes=2)
-        if table.shape[0] < 3 or table.shape[1] < 2:
-            return None
-        from sklearn.decomposition import TruncatedSVD
+        return go_svd_embedding(self.go_annotations, genes, dim=dim or self.go_dim, seed=seed)
 
-        k = int(min(self.go_dim, table.shape[1] - 1, table.shape[0] - 1))
-        emb = TruncatedSVD(n_components=k, random_state=seed).fit_transform(table.to_numpy())
-        return GeneEmbeddings(table.index.to_numpy(dtype=object), emb.astype(np.float32), "human", "go_svd",
-                              {"terms": int(table.shape[1])})
-
-
-# ------------------------------------------------------------------------------ deep models
-@dataclass
-class DeepConfig:
-    """Size and training budget of the deep models (CPU-sized defaults)."""
-
-    d_model: int = 32
-    nhead: int = 2
-    d_hid: int = 64
-    nlayers: int = 2
-    dropout: float = 0.0
-    residual: bool = True
-    lr: float = 2e-3
-    batch_size: int = 32
-    max_epochs: int = 20
-    patience: int = 4
-    pairs_per_epoch: int = 640
-    val_pairs: int = 128
-    genes_per_sample: int = 128
-    n_ctrl_predict: int = 16
-    device: str = "auto"
-    progress: bool = True
-    scgpt_checkpoint: str | None = None  # a scGPT model folder: sizes from args.json, weights loaded
-
-
-def token_symbols(task: PerturbationTask) -> list[str]:
-    """Token vocabulary: the measured genes, then perturbed genes that are not measured (sorted)."""
-    measured = set(task.genes)
-    extra = [g for g in perturbed_genes(task.conditions) if g not in measured]
-    return list(task.genes) + extra
-
-
-def _pert_tokens(conditions: Sequence[str], token_pos: Mapping[str, int]) -> np.ndarray:
-    out = np.full((len(conditions), 2), -1, dtype=np.int64)
-    for i, c in enumerate(conditions):
-        for j, g in enumerate(parse_condition(c)):
-            out[i, j] = token_pos[g]
-    return out
-
-
-class DeepPerturbationModel:
-    """scGenePT (``language`` given) or the scGPT setting (``language=None``) on one task.
-
-    ``language``: GeneEmbeddings looked up for every token (missing genes: small random vectors).
-    """
-
-    def __init__(self, task: PerturbationTask, *, language: GeneEmbeddings | None, config: DeepConfig | None = None,
-                 seed: int = 0, name: str = "scgenept"):
-        self.task, self.config, self.seed, self.name = task, config or DeepConfig(), seed, name
-        self.symbols = token_symbols(task)
-        self.token_pos = {g: i for i, g in enumerate(self.symbols)}
-        table, self.language_report = (None, None)
-        if language is not None:
-            table, self.language_report = language_table(self.symbols, language, seed=seed)
-        cfg = self.config
-        torch.manual_seed(seed)
-        self.checkpoint_report = None
-        if cfg.scgpt_checkpoint:
-            self.model, self.checkpoint_report = build_from_scgpt(
-                cfg.scgpt_checkpoint, self.symbols, n_measured=len(task.genes), language_table=table,
-                residual=cfg.residual)
-            self.model_config = self.model.config
-        else:
-            self.model_config = ScGenePTConfig(n_tokens=len(self.symbols) + 1, n_measured=len(task.genes),
-                                               d_model=cfg.d_model, nhead=cfg.nhead, d_hid=cfg.d_hid,
-                                               nlayers=cfg.nlayers, dropout=cfg.dropout, residual=cfg.residual)
-            self.model = ScGenePT(self.model_config, table)
-        self.device = pick_device(cfg.device)
-        self.result: TrainResult | None = None
-
-    # -------------------------------------------------------------- pairs and batches
-    def _pairs(self, labels: Sequence[str], rng: np.random.Generator, limit: int | None = None) -> torch.Tensor:
-        """(n, 4) int64: target cell, paired control cell, two perturbation tokens (GEARS pairing)."""
-        cells = np.flatnonzero(np.isin(self.task.labels, list(labels)))
-        if limit is not None and len(cells) > limit:
-            cells = np.sort(rng.choice(cells, limit, replace=False))
-        partner = pair_controls(self.task.labels, rng=rng, cells=cells)
-        tokens = _pert_tokens(self.task.canonical[cells], self.token_pos)
-        return torch.as_tensor(np.column_stack([cells, partner, tokens]), dtype=torch.long)
-
-    def _chunks(self, seed: int) -> list[torch.Tensor]:
-        gen = torch.Generator().manual_seed(seed)
-        n = len(self.task.genes)
-        return list(torch.randperm(n, generator=gen).split(self.config.genes_per_sample))
-
-    def _predict_cells(self, x: torch.Tensor, pert: torch.Tensor, chunks: list[torch.Tensor]) -> torch.Tensor:
-        """(B, n_measured) predictions, gene chunks as in training (each with the batch's perturbed genes)."""
-        n = self.model_config.n_measured
-        out = torch.empty(x.shape[0], n, device=x.device)
-        must = torch.unique(pert[(pert >= 0) & (pert < n)])
-        for chunk in chunks:
-            chunk = chunk.to(x.device)
-            subset = torch.unique(torch.cat([chunk, must]))
-            pred = self.model.forward_cells(x, pert, subset)
-            out[:, chunk] = pred[:, torch.searchsorted(subset, chunk)]
-        return out
-
-    def _loss_fn(self, X: torch.Tensor, chunks: list[torch.Tensor]) -> Callable:
-        size, n = self.config.genes_per_sample, self.model_config.n_measured
-
-        def loss_fn(model, batch, epoch):
-            (pairs,) = batch
-            y, x, pert = X[pairs[:, 0]], X[pairs[:, 1]], pairs[:, 2:]
-            if model.training:
-                subset = sample_gene_subset(pert, n, size)
-                pred = model.forward_cells(x, pert, subset)
-                return {"loss": torch.mean((pred - y[:, subset]) ** 2)}
-            pred = self._predict_cells(x, pert, chunks)
-            return {"loss": torch.mean((pred - y) ** 2)}
-
-        return loss_fn
-
-    # -------------------------------------------------------------- fit / predict
-    def fit(self, split: PerturbationSplit, *, checkpoint: str | Path | None = None) -> TrainResult:
-        """Train on the split's train conditions; choose the best epoch on its val conditions."""
-        cfg = self.config
-        rng = np.random.default_rng(self.seed)
-        train = self._pairs(split.conditions("train"), rng)
-        val_labels = split.conditions("val")
-        if not val_labels:
-            raise ScpriorInputError("The split has no validation conditions; the best epoch must be chosen on them.")
-        val = self._pairs(val_labels, rng, limit=cfg.val_pairs)
-        X = torch.as_tensor(self.task.X, device=self.device)
-        chunks = self._chunks(self.seed)
-        gen = torch.Generator().manual_seed(self.seed)
-        sampler = torch.utils.data.RandomSampler(train, replacement=False,
-                                                 num_samples=min(cfg.pairs_per_epoch, len(train)), generator=gen)
-        train_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(train), batch_size=cfg.batch_size,
-                                                   sampler=sampler, drop_last=len(train) > cfg.batch_size)
-        val_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(val), batch_size=cfg.batch_size * 2)
-        tc = TrainConfig(max_epochs=cfg.max_epochs, lr=cfg.lr, patience=cfg.patience, seed=self.seed,
-                         device=self.device, progress=cfg.progress, grad_clip=1.0, desc=f"{self.name} seed {self.seed}")
-        self.result = fit(self.model, self._loss_fn(X, chunks), train_loader, val_loader, tc, checkpoint=checkpoint,
-                          extra_state={"model_config": asdict(self.model_config), "token_symbols": self.symbols,
-                                       "deep_config": asdict(cfg), "dataset": self.task.name})
-        return self.result
-
-    @torch.no_grad()
-    def predict(self, conditions: Sequence[str]) -> pd.DataFrame:
-        """Mean predicted profile of each condition over ``n_ctrl_predict`` random control cells."""
-        cfg = self.config
-        self.model.eval().to(self.device)
-        conditions = [canonical_condition(c) for c in conditions]
-        rng = np.random.default_rng(self.seed + 1)
-        X = torch.as_tensor(self.task.X, device=self.device)
-        chunks = self._chunks(self.seed)
-        k = min(cfg.n_ctrl_predict, len(self.task.ctrl_cells))
-        ctrl_idx = np.stack([rng.choice(self.task.ctrl_cells, k, replace=False) for _ in conditions])
-        tokens = _pert_tokens(conditions, self.token_pos)
-        flat_ctrl = torch.as_tensor(ctrl_idx.ravel(), device=self.device)
-        flat_tok = torch.as_tensor(np.repeat(tokens, k, axis=0), device=self.device)
-        preds = []
-        step = cfg.batch_size * 2
-        for s in range(0, len(flat_ctrl), step):
-            preds.append(self._predict_cells(X[flat_ctrl[s:s + step]], flat_tok[s:s + step], chunks).cpu())
-        mean = torch.cat(preds).reshape(len(conditions), k, -1).mean(1).numpy()
-        return pd.DataFrame(mean, index=conditions, columns=self.task.genes)
+    def features(self, source: str, genes: Sequence[str], *, dim: int | None = None, seed: int = 0) -> pd.DataFrame | None:
+        """Gene (upper-case symbol) x feature table from ``source`` (``go``: indicators, or their
+        ``dim``-d SVD; ``text``: the text embedding, or its top-``dim`` principal components)."""
+        if source == "go":
+            if self.go_annotations is None:
+                return None
+            if dim is None:
+                return go_feature_table(self.go_annotations, genes)
+            emb = self.go_embedding(genes, seed=seed, dim=dim)
+            return None if emb is None else pd.DataFrame(emb.matrix, index=[symbol_key(s) for s in emb.symbols])
+        if source == "text":
+            if self.text is None:
+                return None
+            rows, report = self.text.lookup(list(genes), missing="drop")
+            if not len(rows):
+                return None
+            table = pd.DataFrame(rows, index=[symbol_key(g) for g in genes if g in report.matched])
+            if dim is not None and table.shape[0] > dim and table.shape[1] > dim:
+                centred = table.to_numpy() - table.to_numpy().mean(0)
+                U, s, _ = np.linalg.svd(centred, full_matrices=False)
+                table = pd.DataFrame(U[:, :dim] * s[:dim], index=table.index)
+            return table
+        raise ScpriorInputError(f"Unknown knowledge source {source!r}; use 'go' or 'text'.")
 
 
 # ------------------------------------------------------------------------------ all methods
@@ -306,45 +126,71 @@ class MethodRun:
     histories: dict[str, list] = field(default_factory=dict)
 
 
-def run_methods(task: PerturbationTask, split: PerturbationSplit, conditions: Sequence[str], *,
-                knowledge: KnowledgeInputs, methods: Sequence[str] = BASELINES + DEEP, seed: int = 0,
-                deep_config: DeepConfig | None = None, models_dir: str | Path | None = None) -> MethodRun:
+def _gate(run: MethodRun, method: str, coverage: float, min_coverage: float) -> bool:
+    """Record a skip note and return False when ``coverage`` is below ``min_coverage``."""
+    if coverage < min_coverage:
+        run.notes[method] = {"skipped": f"coverage {coverage:.2f} of the test perturbations' genes is below "
+                                        f"{min_coverage:.2f}", "coverage": coverage}
+        return False
+    return True
+
+
+def run_methods(task: PerturbationData, split: PerturbationSplit, conditions: Sequence[str], *,
+                knowledge: KnowledgeInputs, methods: Sequence[str] = BASELINES + KNOWLEDGE + DEEP, seed: int = 0,
+                deep_config: DeepConfig | None = None, models_dir: str | Path | None = None,
+                min_coverage: float = MIN_COVERAGE, gears_config=None) -> MethodRun:
     """Fit each method on ``split``'s training conditions and predict ``conditions`` (canonical).
 
-    Methods whose knowledge input is missing are skipped with a note (never silently replaced).
+    Methods whose knowledge input is missing, or covers fewer than ``min_coverage`` of the genes
+    perturbed in the split's test conditions, are skipped with a note (never silently replaced).
     """
     run = MethodRun()
     train = task.pseudobulk(split.conditions("train"))
     val = task.pseudobulk(split.conditions("val")) if split.conditions("val") else None
     conditions = list(dict.fromkeys(canonical_condition(c) for c in conditions))
+    test = [canonical_condition(c) for c in split.conditions("test")] or conditions
     pert_genes = perturbed_genes(task.conditions)
-    features: dict[str, pd.DataFrame | None] = {"go": None, "text": None}
-    if knowledge.go_annotations is not None:
-        features["go"] = go_feature_table(knowledge.go_annotations, pert_genes)
-    if knowledge.text is not None:
-        rows, report = knowledge.text.lookup(pert_genes, missing="drop")
-        features["text"] = pd.DataFrame(rows, index=[g for g in pert_genes if g in report.matched])
+    cache: dict[tuple, pd.DataFrame | None] = {}
+
+    def feats(source: str, dim: int | None = None) -> pd.DataFrame | None:
+        if (source, dim) not in cache:
+            cache[(source, dim)] = knowledge.features(source, pert_genes, dim=dim, seed=seed)
+        return cache[(source, dim)]
+
+    unknown = sorted(set(methods) - set(BASELINES + KNOWLEDGE + DEEP + GEARS_METHODS))
+    if unknown:
+        raise ScpriorInputError(f"Unknown method(s) {unknown}; known: {BASELINES + KNOWLEDGE + DEEP + GEARS_METHODS}")
     for method in methods:
         start = time.perf_counter()
         note: dict = {}
-        if method in BASELINES:
-            if method in ("ridge_go", "rf_go", "ridge_text", "rf_text"):
-                kind, source = method.split("_")
-                table = features[source]
-                if table is None or table.empty:
-                    run.notes[method] = {"skipped": f"no {source} knowledge available"}
-                    continue
-                model = KnowledgeRegressor(table, kind=kind, label=source, seed=seed)
-                model.fit(train, task.ctrl, val=val)
-                note["coverage"] = model.coverage(conditions)
-                if kind == "ridge":
-                    note["alpha"] = model.alpha_
-            else:
-                model = {"no_change": NoChange, "train_mean": TrainMean, "additive": Additive,
+        if method in BASELINES or method in KNOWLEDGE:
+            if method in ("no_change", "train_mean", "additive", "combined", "linear_pca"):
+                model = {"no_change": NoChange, "train_mean": TrainMean, "additive": Additive, "combined": Combined,
                          "linear_pca": LinearGeneEmbedding}[method]()
+                if method == "linear_pca":
+                    coverage = perturbation_coverage(test, task.gene_index)
+                    if not _gate(run, method, coverage, min_coverage):
+                        continue
                 model.fit(train, task.ctrl)
-                if hasattr(model, "coverage"):
-                    note["coverage"] = model.coverage(conditions)
+            else:
+                kind, source = method.split("_")
+                table = feats(source, 10 if kind == "linear" else None)
+                if table is None or table.empty:
+                    run.notes[method] = {"skipped": f"no {source} knowledge available", "coverage": 0.0}
+                    continue
+                if not _gate(run, method, perturbation_coverage(test, table.index), min_coverage):
+                    continue
+                if kind == "linear":
+                    model = LinearGeneEmbedding(pert_embedding=table, label=source).fit(train, task.ctrl)
+                elif kind == "residual":
+                    model = ResidualKnowledge(table, label=source).fit(train, task.ctrl, val=val)
+                    note["alpha_by_type"] = json.dumps(model.alpha_, sort_keys=True)
+                else:
+                    model = KnowledgeRegressor(table, kind=kind, label=source, seed=seed).fit(train, task.ctrl, val=val)
+                    if kind == "ridge":
+                        note["alpha"] = model.alpha_
+            if hasattr(model, "coverage"):
+                note["coverage"] = model.coverage(test)
             run.predictions[method] = model.predict(conditions)
         elif method in DEEP:
             language = None
@@ -355,7 +201,7 @@ def run_methods(task: PerturbationTask, split: PerturbationSplit, conditions: Se
             if method != "scgpt" and language is None:
                 run.notes[method] = {"skipped": "no gene knowledge for its language embedding"}
                 continue
-            deep = DeepPerturbationModel(task, language=language, config=deep_config, seed=seed, name=method)
+            deep = PerturbationTransformer(task, language=language, config=deep_config, seed=seed, name=method)
             ckpt = Path(models_dir) / f"{task.key}_{method}_seed{seed}.pt" if models_dir else None
             result = deep.fit(split, checkpoint=ckpt)
             run.predictions[method] = deep.predict(conditions)
@@ -366,11 +212,58 @@ def run_methods(task: PerturbationTask, split: PerturbationSplit, conditions: Se
             if deep.checkpoint_report is not None:
                 note["scgpt_checkpoint"] = str(deep.checkpoint_report)
             run.histories[method] = result.history
-        else:
-            raise ScpriorInputError(f"Unknown method {method!r}; known: {BASELINES + DEEP}")
+        else:  # gears
+            from scprior.models.gears_adapter import GearsConfig, GearsModel
+
+            if knowledge.go_annotations is None:
+                run.notes[method] = {"skipped": "no GO annotations for GEARS's gene2go"}
+                continue
+            gm = GearsModel(task, knowledge.go_annotations, config=gears_config or GearsConfig(), seed=seed)
+            if not _gate(run, method, gm.coverage(test), min_coverage):
+                continue
+            gm.fit(split, weights=Path(models_dir) / f"{task.key}_gears_seed{seed}.pt" if models_dir else None)
+            predictable = [c for c in conditions if gm.can_predict(c)]
+            pred = gm.predict(predictable)
+            missing = [c for c in conditions if c not in pred.index]
+            if missing:  # genes outside GEARS's GO graph: the training mean, and said so
+                note["not_predictable"] = len(missing)
+                pred = pd.concat([pred, TrainMean().fit(train, task.ctrl).predict(missing)])
+            run.predictions[method] = pred.loc[conditions]
+            note.update(coverage=gm.coverage(test), **gm.notes)
         run.seconds[method] = time.perf_counter() - start
         run.notes[method] = note
     return run
+
+
+# ------------------------------------------------------------------------------ uncertainty
+def subgroup_uncertainty(per_condition: pd.DataFrame, metrics: Sequence[str], *, n_boot: int = 1000,
+                         seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    """Per method, subgroup (and ``all``) and metric: mean over seeds of the subgroup mean, its sd over
+    seeds, a bootstrap interval and the number of test conditions.
+
+    ``per_condition``: long table (seed, method, condition, subgroup, metrics). The interval
+    resamples each seed's test conditions with replacement (``n_boot`` times, seeded) and
+    averages over seeds: it shows how much the score depends on which few conditions are tested.
+    ``n_conditions``: test conditions per seed (the median over seeds).
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    table = pd.concat([per_condition, per_condition.assign(subgroup="all")], ignore_index=True)
+    table = table[table["subgroup"].notna()]
+    lo_q, hi_q = (1 - level) / 2, 1 - (1 - level) / 2
+    for (method, subgroup), group in table.groupby(["method", "subgroup"], sort=False):
+        by_seed = [g for _, g in group.groupby("seed")]
+        row = {"method": method, "subgroup": subgroup, "n_seeds": len(by_seed),
+               "n_conditions": int(np.median([len(g) for g in by_seed]))}
+        for metric in metrics:
+            values = [g[metric].to_numpy(dtype=np.float64) for g in by_seed]
+            means = np.array([v.mean() for v in values])
+            boot = np.mean([v[rng.integers(0, len(v), (n_boot, len(v)))].mean(1) for v in values], axis=0)
+            row.update({metric: float(means.mean()), f"{metric}_sd": float(means.std(ddof=1)) if len(means) > 1 else 0.0,
+                        f"{metric}_ci_low": float(np.quantile(boot, lo_q)),
+                        f"{metric}_ci_high": float(np.quantile(boot, hi_q))})
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------ benchmark
@@ -392,19 +285,53 @@ class BenchmarkResult:
         """Mean over seeds: rows (method, subgroup), columns ``metrics``."""
         return self.subgroups.groupby(["method", "subgroup"])[list(metrics)].mean()
 
+    def uncertainty(self, metrics: Sequence[str] = ("pearson_delta", "pearson_delta_de", "mse_de"), *,
+                    n_boot: int = 1000) -> pd.DataFrame:
+        """:func:`subgroup_uncertainty` of this benchmark."""
+        return subgroup_uncertainty(self.per_condition, metrics, n_boot=n_boot)
+
+    def skipped(self) -> dict[str, dict]:
+        """Methods skipped on any seed: the reason and the coverage (mean over the skipped seeds)."""
+        if "skipped" not in self.notes:
+            return {}
+        out = {}
+        for method, group in self.notes[self.notes["skipped"].notna()].groupby("method"):
+            cov = group["coverage"].mean() if "coverage" in group else float("nan")
+            out[method] = {"reason": str(group["skipped"].iloc[0]), "coverage": float(cov),
+                           "seeds_skipped": int(len(group))}
+        return out
+
     def metrics_json(self, metrics: Sequence[str] = ("pearson_delta", "pearson_delta_de", "mse_de")) -> dict:
-        """``{"dataset", "simulated", "seeds", "methods": {name: {subgroup: {metric: mean}}}}``."""
-        table = self.summary(metrics)
+        """``{"dataset", "simulated", "seeds", "methods": {name: {subgroup: {metric, metric_sd,
+        metric_ci: [low, high], n_conditions}}}, "skipped": {name: {reason, coverage}}}``."""
+        table = self.uncertainty(metrics)
         methods: dict = {}
-        for (method, subgroup), row in table.iterrows():
-            methods.setdefault(method, {})[subgroup] = {m: float(row[m]) for m in metrics}
-        return {"dataset": self.dataset, "simulated": self.simulated, "seeds": list(self.seeds), "methods": methods}
+        for row in table.to_dict("records"):
+            entry = {"n_conditions": row["n_conditions"], "n_seeds": row["n_seeds"]}
+            for m in metrics:
+                entry.update({m: row[m], f"{m}_sd": row[f"{m}_sd"], f"{m}_ci": [row[f"{m}_ci_low"], row[f"{m}_ci_high"]]})
+            methods.setdefault(row["method"], {})[row["subgroup"]] = entry
+        return {"dataset": self.dataset, "simulated": self.simulated, "seeds": list(self.seeds), "methods": methods,
+                "skipped": self.skipped()}
+
+    def save_splits(self, folder: str | Path) -> list[Path]:
+        """Each seed's split (assignment and subgroups) as JSON, as GEARS saves its split pickles."""
+        from scprior.data.perturbation_splits import save_split
+
+        return [save_split(split, Path(folder) / f"{self.dataset_key}_split_seed{seed}.json")
+                for seed, split in self.splits.items()]
+
+    dataset_key: str = "gears"
 
 
-def benchmark(task: PerturbationTask, make_split: Callable[[int], PerturbationSplit], seeds: Sequence[int], *,
-              knowledge: KnowledgeInputs, methods: Sequence[str] = BASELINES + DEEP,
-              deep_config: DeepConfig | None = None, models_dir: str | Path | None = None) -> BenchmarkResult:
-    """Every method on ``make_split(seed)`` for each seed: GEARS metrics per test subgroup and GI recovery."""
+def benchmark(task: PerturbationData, make_split: Callable[[int], PerturbationSplit], seeds: Sequence[int], *,
+              knowledge: KnowledgeInputs, methods: Sequence[str] = BASELINES + KNOWLEDGE + DEEP,
+              deep_config: DeepConfig | None = None, models_dir: str | Path | None = None,
+              min_coverage: float = MIN_COVERAGE, gears_config=None,
+              method_seeds: dict[str, Sequence[int]] | None = None) -> BenchmarkResult:
+    """Every method on ``make_split(seed)`` for each seed: GEARS metrics per test subgroup and GI
+    recovery; with ``models_dir`` each seed's split is saved there as JSON. ``method_seeds``
+    limits a costly method to some seeds (e.g. ``{"gears": [1]}``; its ``n_seeds`` says so)."""
     observed = task.observed_profiles()
     all_conditions = [c for c in task.conditions if not is_control(c)]
     cond_rows, sub_rows, gi_rows, note_rows = [], [], [], []
@@ -415,8 +342,10 @@ def benchmark(task: PerturbationTask, make_split: Callable[[int], PerturbationSp
         test = split.conditions("test")
         doubles = [d for d in doubles_with_singles(all_conditions) if d in {canonical_condition(c) for c in test}]
         needed = list(test) + [f"{g}+{CONTROL}" for d in doubles for g in parse_condition(d)]
-        run = run_methods(task, split, needed, knowledge=knowledge, methods=methods, seed=seed,
-                          deep_config=deep_config, models_dir=models_dir)
+        todo = [m for m in methods if method_seeds is None or m not in method_seeds or seed in method_seeds[m]]
+        run = run_methods(task, split, needed, knowledge=knowledge, methods=todo, seed=seed,
+                          deep_config=deep_config, models_dir=models_dir, min_coverage=min_coverage,
+                          gears_config=gears_config)
         first = first or run
         for method, pred in run.predictions.items():
             per = evaluate_conditions(pred, task.adata, test, truth=task.truth, ctrl=task.ctrl)
@@ -429,19 +358,25 @@ def benchmark(task: PerturbationTask, make_split: Callable[[int], PerturbationSp
                 gi_rows.append({"seed": seed, "method": method, **gi_recovery(profiles, observed, task.ctrl, doubles)})
         for method, note in run.notes.items():
             note_rows.append({"seed": seed, "method": method, "fit_seconds": run.seconds.get(method), **note})
-    return BenchmarkResult(
+    result = BenchmarkResult(
         dataset=task.name, simulated=task.simulated, seeds=list(seeds),
         per_condition=pd.concat(cond_rows, ignore_index=True), subgroups=pd.concat(sub_rows, ignore_index=True),
-        gi=pd.DataFrame(gi_rows), notes=pd.DataFrame(note_rows), splits=splits, first_run=first,
+        gi=pd.DataFrame(gi_rows), notes=pd.DataFrame(note_rows), splits=splits, first_run=first, dataset_key=task.key,
     )
+    if models_dir is not None:
+        result.save_splits(models_dir)
+    return result
 
 
+# ------------------------------------------------------------------------------ verdicts
 def baseline_comparison(result: BenchmarkResult, *, metric: str = "pearson_delta_de",
-                        higher_is_better: bool = True) -> pd.DataFrame:
-    """Per deep model and subgroup: its score, the best baseline and its score, and whether the deep
-    model beats every baseline (means over seeds)."""
-    table = result.summary((metric,))[metric].unstack("method")
-    deep = [m for m in DEEP if m in table.columns]
+                        higher_is_better: bool = True, models: Sequence[str] = MODELS) -> pd.DataFrame:
+    """Per model (knowledge, deep, GEARS) and subgroup: its score, n test conditions, the best baseline
+    and its score, and whether the model beats every baseline (means over seeds)."""
+    unc = result.uncertainty((metric,), n_boot=200)
+    table = unc.pivot(index="subgroup", columns="method", values=metric)
+    n = unc.groupby("subgroup")["n_conditions"].max()
+    present = [m for m in models if m in table.columns]
     base = [m for m in BASELINES if m in table.columns]
     rows = []
     for subgroup, row in table.iterrows():
@@ -449,25 +384,64 @@ def baseline_comparison(result: BenchmarkResult, *, metric: str = "pearson_delta
         if scores.empty:
             continue
         best = scores.idxmax() if higher_is_better else scores.idxmin()
-        for m in deep:
+        for m in present:
+            if pd.isna(row[m]):
+                continue
             beaten = [b for b in base if pd.notna(row[b]) and ((row[b] > row[m]) if higher_is_better else (row[b] < row[m]))]
-            rows.append({"method": m, "subgroup": subgroup, metric: row[m], "best_baseline": best,
-                         "best_baseline_score": row[best], "beats_all_baselines": not beaten,
-                         "not_beaten": ", ".join(beaten)})
+            rows.append({"method": m, "subgroup": subgroup, "n_conditions": int(n.loc[subgroup]), metric: row[m],
+                         "best_baseline": best, "best_baseline_score": row[best],
+                         "beats_all_baselines": not beaten, "not_beaten": ", ".join(beaten)})
     return pd.DataFrame(rows)
 
 
 def fail_to_beat_sentence(comparison: pd.DataFrame, *, metric: str = "pearson_delta_de") -> str:
-    """One plain sentence per deep model naming the baselines it does not beat (on ``metric``)."""
+    """One plain sentence per model naming the subgroups where it does not beat the best baseline."""
     lines = []
     for method, sub in comparison.groupby("method", sort=False):
         sub = sub[sub["subgroup"] != "all"] if (sub["subgroup"] != "all").any() else sub
         losses = sub[~sub["beats_all_baselines"]]
         if losses.empty:
-            lines.append(f"{method} beats every baseline on {metric} in every subgroup.")
+            lines.append(f"{method} is not beaten by any baseline on {metric} in any subgroup.")
             continue
-        parts = [f"{r.subgroup} (best: {r.best_baseline} {r.best_baseline_score:.3f} vs {getattr(r, metric):.3f})"
-                 for r in losses.itertuples()]
+        parts = [f"{r.subgroup} (n={r.n_conditions}; best: {r.best_baseline} {r.best_baseline_score:.3f} vs "
+                 f"{getattr(r, metric):.3f})" for r in losses.itertuples()]
         lines.append(f"{method} fails to beat the best baseline on {metric} in {len(losses)}/{len(sub)} "
                      f"subgroups: " + "; ".join(parts) + ".")
     return "\n".join(lines)
+
+
+def knowledge_goal(comparison: pd.DataFrame, *, metric: str = "pearson_delta_de", min_conditions: int = 5,
+                   models: Sequence[str] = KNOWLEDGE_MODELS) -> pd.DataFrame:
+    """Per subgroup with >= ``min_conditions`` test conditions: the best model (of ``models``) and the
+    best baseline, and whether the model reaches the baseline (``met``: model >= baseline)."""
+    rows = []
+    sub = comparison[comparison["method"].isin(models) & (comparison["subgroup"] != "all")]
+    for subgroup, group in sub.groupby("subgroup", sort=False):
+        top = group.loc[group[metric].idxmax()]
+        rows.append({"subgroup": subgroup, "n_conditions": int(top["n_conditions"]), "best_model": top["method"],
+                     "best_model_score": float(top[metric]), "best_baseline": top["best_baseline"],
+                     "best_baseline_score": float(top["best_baseline_score"]),
+                     "met": bool(top[metric] >= top["best_baseline_score"]),
+                     "counted": bool(top["n_conditions"] >= min_conditions)})
+    return pd.DataFrame(rows)
+
+
+def knowledge_goal_sentence(goal: pd.DataFrame, *, dataset: str, metric: str = "pearson_delta_de",
+                            min_conditions: int = 5) -> str:
+    """Plain sentence: does the best knowledge model reach the best baseline in every subgroup with
+    enough conditions? (``goal`` from :func:`knowledge_goal`.)"""
+    counted = goal[goal["counted"]] if len(goal) else goal
+    if counted.empty:
+        return f"{dataset}: no test subgroup has {min_conditions} or more conditions; the goal cannot be judged."
+    lost = counted[~counted["met"]]
+    small = ", ".join(f"{r.subgroup} (n={r.n_conditions})" for r in goal[~goal["counted"]].itertuples())
+    tail = f" Subgroups with fewer than {min_conditions} conditions are not judged: {small}." if small else ""
+    if lost.empty:
+        wins = "; ".join(f"{r.subgroup} (n={r.n_conditions}): {r.best_model} {r.best_model_score:.3f} >= "
+                         f"{r.best_baseline} {r.best_baseline_score:.3f}" for r in counted.itertuples())
+        return (f"{dataset}: the best knowledge model reaches the best baseline on {metric} in every subgroup with >= "
+                f"{min_conditions} conditions ({wins}).{tail}")
+    parts = "; ".join(f"{r.subgroup} (n={r.n_conditions}): best knowledge model {r.best_model} {r.best_model_score:.3f} < "
+                      f"{r.best_baseline} {r.best_baseline_score:.3f}" for r in lost.itertuples())
+    return (f"{dataset}: the goal is NOT met: no knowledge model reaches the best baseline on {metric} in "
+            f"{len(lost)}/{len(counted)} subgroups with >= {min_conditions} conditions: {parts}.{tail}")
