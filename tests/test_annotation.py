@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from conftest import make_counts_adata
 
+from conftest import make_counts_adata
 from scprior.data.anndata_conventions import log_normalise
 from scprior.models.genecompass import GeneCompassConfig, build_model, build_vocab
 from scprior.models.genecompass.api import PretrainConfig
