@@ -92,12 +92,25 @@ def _genecompass_runs(gc, task: TaskSplit, seeds, ft: FinetuneConfig, val_fracti
 
 
 def run_annotation(settings: Mapping, *, progress: bool = True) -> AnnotationResults:
-    """Run notebook 02's benchmark from its params (``notebooks.02_cell_type_annotation``)."""
+    """Run notebook 02's benchmark from its params (``notebooks.02_cell_type_annotation``).
+
+    BLAS/OpenMP pools (NumPy, scikit-learn) are limited to ``threads`` for the whole run: on a
+    shared 2-core machine their default pool oversubscribes the CPU and runs ~10x slower.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threads = int(settings.get("threads") or 0) or None
+    with threadpool_limits(limits=threads):
+        return _run(settings, progress=progress)
+
+
+def _run(settings: Mapping, *, progress: bool) -> AnnotationResults:
     s = dict(settings)
     quick = bool(s.get("quick", False))
     if quick:
         s = merge(s, s.get("quick_overrides"))
     seeds = [int(x) for x in s["seeds"]]
+    baseline_seeds = [int(x) for x in s.get("baseline_seeds", seeds)]
     methods = list(s["methods"])
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -156,6 +169,9 @@ def run_annotation(settings: Mapping, *, progress: bool = True) -> AnnotationRes
                          "macro_f1": sc["macro_f1"], "seconds": secs})
             if seed == seeds[0]:
                 details[_name][method] = sc
+            if progress:
+                print(f"[annotation] {_name} {method} seed {seed}: macro-F1 {sc['macro_f1']:.3f} ({secs:.0f} s)",
+                      flush=True)
 
         modes = [(m, m == "genecompass_frozen") for m in ("genecompass", "genecompass_frozen") if m in methods]
         if modes:
@@ -163,26 +179,30 @@ def run_annotation(settings: Mapping, *, progress: bool = True) -> AnnotationRes
         xtr, xte = bl.shared_space(task, orth)
         y_train = xtr.obs["cell_type"].astype(str).to_numpy()
         hv = bl.hvgs(xtr, int(b.get("n_hvg", 2000)))
-        for seed in seeds:
-            if "logistic_regression" in methods:
-                t = time.perf_counter()
-                pred, _ = bl.logistic_regression(xtr[:, hv].X, y_train, xte[:, hv].X, cs=b.get("lr_cs", (0.01, 0.1, 1.0)),
-                                                 folds=int(b.get("lr_folds", 3)), seed=seed)
-                record("logistic_regression", seed, pred, time.perf_counter() - t)
-            if "knn_pca" in methods:
-                t = time.perf_counter()
-                pred, _ = bl.knn_pca(xtr[:, hv].X, y_train, xte[:, hv].X, n_pcs=int(b.get("n_pcs", 50)),
-                                     k=int(b.get("knn_k", 15)), seed=seed)
-                record("knn_pca", seed, pred, time.perf_counter() - t)
+        # deterministic given the training cells (fixed CV folds): one run, recorded under the first seed
+        if "logistic_regression" in methods:
+            t = time.perf_counter()
+            pred, _ = bl.logistic_regression(xtr[:, hv].X, y_train, xte[:, hv].X, cs=b.get("lr_cs", (0.01, 0.1, 1.0)),
+                                             folds=int(b.get("lr_folds", 3)), seed=0,
+                                             max_iter=int(b.get("lr_max_iter", 100)))
+            record("logistic_regression", seeds[0], pred, time.perf_counter() - t)
+        if "knn_pca" in methods:
+            t = time.perf_counter()
+            pred, _ = bl.knn_pca(xtr[:, hv].X, y_train, xte[:, hv].X, n_pcs=int(b.get("n_pcs", 50)),
+                                 k=int(b.get("knn_k", 15)), seed=0)
+            record("knn_pca", seeds[0], pred, time.perf_counter() - t)
+        for seed in baseline_seeds:  # stochastic baselines
             if "celltypist" in methods:
                 t = time.perf_counter()
-                pred, _ = bl.celltypist_predict(xtr, y_train, xte, seed=seed, max_iter=int(b.get("celltypist_max_iter", 200)))
+                pred, _ = bl.celltypist_predict(xtr[:, hv], y_train, xte[:, hv], seed=seed,
+                                                max_iter=int(b.get("celltypist_max_iter", 200)))
                 record("celltypist", seed, pred, time.perf_counter() - t)
             if "scanvi" in methods:
                 t = time.perf_counter()
                 pred, _ = bl.scanvi_predict(xtr[:, hv], y_train, xte[:, hv], seed=seed,
                                             scvi_epochs=int(b.get("scvi_epochs", 30)),
-                                            scanvi_epochs=int(b.get("scanvi_epochs", 10)))
+                                            scanvi_epochs=int(b.get("scanvi_epochs", 10)),
+                                            batch_size=int(b.get("scvi_batch_size", 128)))
                 record("scanvi", seed, pred, time.perf_counter() - t)
             if "saturn_lr" in methods and name in CROSS_SPECIES:
                 t = time.perf_counter()
@@ -209,21 +229,24 @@ def run_annotation(settings: Mapping, *, progress: bool = True) -> AnnotationRes
         task = tasks[abl_task]
         y_test = task.test.obs["cell_type"].astype(str).to_numpy()
         abl_seeds = [int(x) for x in s.get("ablation_seeds", seeds[:1])]
+        abl_epochs = s.get("ablation_pretrain_epochs")
+        abl_pre = pre_cfg if abl_epochs is None else PretrainConfig(**{**pre_cfg.__dict__, "epochs": int(abl_epochs)})
+        same_budget = abl_pre.epochs == pre_cfg.epochs
         t = time.perf_counter()
         for variant in tqdm(variants, desc="ablations", disable=not progress):
-            if variant == "all_priors" and "genecompass" in methods:  # the main model's runs on this task
+            if variant == "all_priors" and same_budget and "genecompass" in methods:  # the main model's runs
                 same = records[(records["task"] == abl_task) & (records["method"] == "genecompass")
                                & records["seed"].isin(abl_seeds)]
                 abl_rows.extend({**r, "method": "all_priors"} for r in same.to_dict("records"))
                 continue
             if variant == "all_priors":
-                vgc = gc
+                vgc = gc if same_budget else pretrained_model(pre, model_cfg, abl_pre, priors=prior_names)
             elif variant == "no_pretraining":
-                vgc = pretrained_model(pre, model_cfg, pre_cfg, priors=prior_names, do_pretrain=False)
+                vgc = pretrained_model(pre, model_cfg, abl_pre, priors=prior_names, do_pretrain=False)
             elif variant == "no_priors":
-                vgc = pretrained_model(pre, model_cfg, pre_cfg, priors=())
+                vgc = pretrained_model(pre, model_cfg, abl_pre, priors=())
             elif variant in prior_names:
-                vgc = pretrained_model(pre, model_cfg, pre_cfg, priors=(variant,))
+                vgc = pretrained_model(pre, model_cfg, abl_pre, priors=(variant,))
             else:
                 raise ScpriorInputError(f"Unknown ablation {variant!r}; known: {list(ABLATIONS)} (priors must be "
                                         f"among {prior_names}).")
@@ -234,6 +257,8 @@ def run_annotation(settings: Mapping, *, progress: bool = True) -> AnnotationRes
                                  "macro_f1": sc["macro_f1"], "seconds": secs})
 
             _genecompass_runs(vgc, task, abl_seeds, ft, float(s["val_fraction"]), [(variant, False)], rec)
+            if progress:
+                print(f"[annotation] ablation {variant}: macro-F1 {abl_rows[-1]['macro_f1']:.3f}", flush=True)
         seconds["ablations"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
     return AnnotationResults(records, pd.DataFrame(abl_rows), details, seconds, notes)
