@@ -128,8 +128,8 @@ def scanvi_predict(train: ad.AnnData, y_train, test: ad.AnnData, *, seed: int = 
     scvi.settings.seed = int(seed)
     y = np.asarray(y_train).astype(str)
 
-    def make(a, labels):
-        t = ad.AnnData(X=sp.csr_matrix(a.layers["counts"], dtype=np.float32),
+    def make(a, labels):  # a plain in-memory copy (scvi reads views of views slowly)
+        t = ad.AnnData(X=sp.csr_matrix(a.layers["counts"], dtype=np.float32, copy=True),
                        obs=pd.DataFrame({"label": labels}, index=a.obs_names.astype(str)),
                        var=pd.DataFrame(index=a.var_names.astype(str)))
         t.layers["counts"] = t.X.copy()
