@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     n = args.vocab
     vocab = GeneVocab(["human"] * n, [f"G{i}" for i in range(n)], [f"G{i}" for i in range(n)], np.ones(n))
-    dims = {p: (384 if p == "text" else 256 if p == "protein" else int(params["prior_dim"])) for p in prior_names}
+    dims = {p: int(params["prior_dim"]) for p in prior_names}  # every prior table is reduced to prior_dim
     tables = {p: rng.normal(size=(len(vocab), dims[p])).astype(np.float32) for p in prior_names}
     gc = build_model(vocab, tables, GeneCompassConfig(**{**model, "priors": tuple(prior_names)}))
     gc.model.to(device)
