@@ -157,11 +157,10 @@ def _run(settings: Mapping, *, progress: bool) -> AnnotationResults:
     rows, details = [], {}
     b = dict(s.get("baselines", {}))
     saturn_z = None
-    bar = tqdm(list(tasks.items()), desc="annotation tasks", disable=not progress)
-    for name, task in bar:
-        bar.set_postfix(task=name)
-        y_test = task.test.obs["cell_type"].astype(str).to_numpy()
-        details[name] = {}
+
+    def recorder(name):
+        y_test = tasks[name].test.obs["cell_type"].astype(str).to_numpy()
+        details.setdefault(name, {})
 
         def record(method, seed, pred, secs, _name=name, _y=y_test):
             sc = scores(_y, pred)
@@ -173,50 +172,17 @@ def _run(settings: Mapping, *, progress: bool) -> AnnotationResults:
                 print(f"[annotation] {_name} {method} seed {seed}: macro-F1 {sc['macro_f1']:.3f} ({secs:.0f} s)",
                       flush=True)
 
-        modes = [(m, m == "genecompass_frozen") for m in ("genecompass", "genecompass_frozen") if m in methods]
+        return record
+
+    # torch models first: scvi-tools/lightning reconfigure torch's thread pool, after which small
+    # torch models run several times slower on CPU; so GeneCompass (and its ablations) run before
+    # any baseline, and scANVI runs last
+    modes = [(m, m == "genecompass_frozen") for m in ("genecompass", "genecompass_frozen") if m in methods]
+    for name, task in tqdm(list(tasks.items()), desc="genecompass tasks", disable=not progress):
         if modes:
-            notes[name] = _genecompass_runs(gc, task, seeds, ft, float(s["val_fraction"]), modes, record)
-        xtr, xte = bl.shared_space(task, orth)
-        y_train = xtr.obs["cell_type"].astype(str).to_numpy()
-        hv = bl.hvgs(xtr, int(b.get("n_hvg", 2000)))
-        # deterministic given the training cells (fixed CV folds): one run, recorded under the first seed
-        if "logistic_regression" in methods:
             t = time.perf_counter()
-            pred, _ = bl.logistic_regression(xtr[:, hv].X, y_train, xte[:, hv].X, cs=b.get("lr_cs", (0.01, 0.1, 1.0)),
-                                             folds=int(b.get("lr_folds", 3)), seed=0,
-                                             max_iter=int(b.get("lr_max_iter", 100)))
-            record("logistic_regression", seeds[0], pred, time.perf_counter() - t)
-        if "knn_pca" in methods:
-            t = time.perf_counter()
-            pred, _ = bl.knn_pca(xtr[:, hv].X, y_train, xte[:, hv].X, n_pcs=int(b.get("n_pcs", 50)),
-                                 k=int(b.get("knn_k", 15)), seed=0)
-            record("knn_pca", seeds[0], pred, time.perf_counter() - t)
-        for seed in baseline_seeds:  # stochastic baselines
-            if "celltypist" in methods:
-                t = time.perf_counter()
-                pred, _ = bl.celltypist_predict(xtr[:, hv], y_train, xte[:, hv], seed=seed,
-                                                max_iter=int(b.get("celltypist_max_iter", 200)))
-                record("celltypist", seed, pred, time.perf_counter() - t)
-            if "scanvi" in methods:
-                t = time.perf_counter()
-                pred, _ = bl.scanvi_predict(xtr[:, hv], y_train, xte[:, hv], seed=seed,
-                                            scvi_epochs=int(b.get("scvi_epochs", 30)),
-                                            scanvi_epochs=int(b.get("scanvi_epochs", 10)),
-                                            batch_size=int(b.get("scvi_batch_size", 128)))
-                record("scanvi", seed, pred, time.perf_counter() - t)
-            if "saturn_lr" in methods and name in CROSS_SPECIES:
-                t = time.perf_counter()
-                saturn_z = saturn_z or {}
-                if seed not in saturn_z:  # one label-free SATURN run per seed serves both directions
-                    protein = {sp_: store.load_embeddings("protein_kmer", sp_, s["knowledge_dir"])
-                               for sp_ in ("human", "mouse")}
-                    saturn_z[seed] = bl.saturn_embeddings({"human": datasets["human"], "mouse": datasets["mouse"]},
-                                                          protein, seed=seed, settings=b.get("saturn"),
-                                                          n_hvg=int(b.get("saturn_n_hvg", 1000)))
-                z = saturn_z[seed]
-                pred, _ = bl.saturn_lr(z[task.train_species], y_train, z[task.test_species], seed=seed)
-                record("saturn_lr", seed, pred, time.perf_counter() - t)
-        seconds[f"task_{name}"] = sum(r["seconds"] for r in rows if r["task"] == name)
+            notes[name] = _genecompass_runs(gc, task, seeds, ft, float(s["val_fraction"]), modes, recorder(name))
+            seconds[f"genecompass_{name}"] = time.perf_counter() - t
     records = pd.DataFrame(rows)
 
     # ---------------------------------------------------------------------------- ablations
@@ -260,5 +226,55 @@ def _run(settings: Mapping, *, progress: bool) -> AnnotationResults:
             if progress:
                 print(f"[annotation] ablation {variant}: macro-F1 {abl_rows[-1]['macro_f1']:.3f}", flush=True)
         seconds["ablations"] = time.perf_counter() - t
+    spaces = {}
+    for name, task in tqdm(list(tasks.items()), desc="baselines", disable=not progress):
+        record = recorder(name)
+        t_task = time.perf_counter()
+        xtr, xte = bl.shared_space(task, orth)
+        y_train = xtr.obs["cell_type"].astype(str).to_numpy()
+        hv = bl.hvgs(xtr, int(b.get("n_hvg", 2000)))
+        # deterministic given the training cells (fixed CV folds): one run, recorded under the first seed
+        if "logistic_regression" in methods:
+            t = time.perf_counter()
+            pred, _ = bl.logistic_regression(xtr[:, hv].X, y_train, xte[:, hv].X, cs=b.get("lr_cs", (0.01, 0.1, 1.0)),
+                                             folds=int(b.get("lr_folds", 3)), seed=0,
+                                             max_iter=int(b.get("lr_max_iter", 100)))
+            record("logistic_regression", seeds[0], pred, time.perf_counter() - t)
+        if "knn_pca" in methods:
+            t = time.perf_counter()
+            pred, _ = bl.knn_pca(xtr[:, hv].X, y_train, xte[:, hv].X, n_pcs=int(b.get("n_pcs", 50)),
+                                 k=int(b.get("knn_k", 15)), seed=0)
+            record("knn_pca", seeds[0], pred, time.perf_counter() - t)
+        for seed in baseline_seeds:  # stochastic baselines
+            if "celltypist" in methods:
+                t = time.perf_counter()
+                pred, _ = bl.celltypist_predict(xtr[:, hv], y_train, xte[:, hv], seed=seed,
+                                                max_iter=int(b.get("celltypist_max_iter", 200)))
+                record("celltypist", seed, pred, time.perf_counter() - t)
+            if "saturn_lr" in methods and name in CROSS_SPECIES:
+                t = time.perf_counter()
+                saturn_z = saturn_z or {}
+                if seed not in saturn_z:  # one label-free SATURN run per seed serves both directions
+                    protein = {sp_: store.load_embeddings("protein_kmer", sp_, s["knowledge_dir"])
+                               for sp_ in ("human", "mouse")}
+                    saturn_z[seed] = bl.saturn_embeddings({"human": datasets["human"], "mouse": datasets["mouse"]},
+                                                          protein, seed=seed, settings=b.get("saturn"),
+                                                          n_hvg=int(b.get("saturn_n_hvg", 1000)))
+                z = saturn_z[seed]
+                pred, _ = bl.saturn_lr(z[task.train_species], y_train, z[task.test_species], seed=seed)
+                record("saturn_lr", seed, pred, time.perf_counter() - t)
+        spaces[name] = (xtr, xte, y_train, hv)
+        seconds[f"baselines_{name}"] = time.perf_counter() - t_task
+    if "scanvi" in methods:
+        for name, (xtr, xte, y_train, hv) in spaces.items():
+            record = recorder(name)
+            for seed in baseline_seeds:
+                t = time.perf_counter()
+                pred, _ = bl.scanvi_predict(xtr[:, hv], y_train, xte[:, hv], seed=seed,
+                                            scvi_epochs=int(b.get("scvi_epochs", 30)),
+                                            scanvi_epochs=int(b.get("scanvi_epochs", 10)),
+                                            batch_size=int(b.get("scvi_batch_size", 128)))
+                record("scanvi", seed, pred, time.perf_counter() - t)
+    records = pd.DataFrame(rows)
     seconds["total"] = time.perf_counter() - t0
     return AnnotationResults(records, pd.DataFrame(abl_rows), details, seconds, notes)
