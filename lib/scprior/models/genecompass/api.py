@@ -152,6 +152,13 @@ def build_model(vocab: GeneVocab, priors: dict[str, np.ndarray], config: GeneCom
     return GeneCompass(GeneCompassModel(cfg, used), vocab)
 
 
+def corpus_split(encoding: RankEncoding, config: PretrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) corpus cell indices: a seeded ``val_fraction`` per species."""
+    from scprior.models.batching import validation_split
+
+    return validation_split(len(encoding), fraction=config.val_fraction, seed=config.seed, strata=encoding.species)
+
+
 def pretrain_genecompass(gc: GeneCompass, encoding: RankEncoding, config: PretrainConfig | None = None, *,
                          checkpoint: str | os.PathLike | None = None) -> TrainResult:
     """Masked-gene pretraining of ``gc`` (in place) on the corpus ``encoding`` through the one loop.
@@ -159,10 +166,8 @@ def pretrain_genecompass(gc: GeneCompass, encoding: RankEncoding, config: Pretra
     A seeded ``val_fraction`` of the corpus cells (stratified by species) is held out with a fixed
     mask; the best epoch is chosen on their masked-gene loss and restored.
     """
-    from scprior.models.batching import validation_split
-
     cfg = config or PretrainConfig()
-    tr, va = validation_split(len(encoding), fraction=cfg.val_fraction, seed=cfg.seed, strata=encoding.species)
+    tr, va = corpus_split(encoding, cfg)
     t, v = encoding.subset(tr), encoding.subset(va)
     train_loader = tensor_loader(t.input_ids, t.values, t.species, batch_size=cfg.batch_size, shuffle=True,
                                  seed=cfg.seed)
@@ -185,4 +190,5 @@ def pretrain_genecompass(gc: GeneCompass, encoding: RankEncoding, config: Pretra
     return result
 
 
-__all__ = ["FORMAT", "N_SPECIAL", "GeneCompass", "PretrainConfig", "build_model", "pretrain_genecompass"]
+__all__ = ["FORMAT", "N_SPECIAL", "GeneCompass", "PretrainConfig", "build_model", "corpus_split",
+           "pretrain_genecompass"]

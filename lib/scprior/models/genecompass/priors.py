@@ -71,6 +71,17 @@ def _incidence(frame: pd.DataFrame, gene_col: str, feat_col: str) -> tuple[list[
     return list(genes), m
 
 
+def reduce_rows(rows: np.ndarray, dim: int, seed: int = 0) -> np.ndarray:
+    """Truncated SVD of the non-zero rows to ``dim`` components (zero rows stay zero)."""
+    from sklearn.decomposition import TruncatedSVD
+
+    nz = np.abs(rows).sum(axis=1) > 0
+    out = np.zeros((len(rows), dim), dtype=np.float32)
+    if nz.sum() > dim:
+        out[nz] = TruncatedSVD(dim, random_state=seed).fit_transform(rows[nz])
+    return out
+
+
 def annotation_prior(frame: pd.DataFrame, gene_col: str, feat_col: str, keys: Sequence[str], *, dim: int,
                      seed: int = 0) -> np.ndarray:
     """Prior from gene -> feature annotations (GO terms, Pfam domains): SVD of the incidence matrix."""
@@ -142,11 +153,14 @@ def promoter_prior(path: str | os.PathLike | None, keys: Sequence[str]) -> np.nd
 
 def build_priors(names: Sequence[str], keys: Sequence[str], *, knowledge_dir: str | os.PathLike,
                  training: Sequence[tuple[object, Sequence[str]]] | None = None, dim: int = 64, seed: int = 0,
-                 promoter_file: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
+                 promoter_file: str | os.PathLike | None = None,
+                 reduce_embeddings: bool = True) -> dict[str, np.ndarray]:
     """Prior tables {name: (len(keys), dim_name)} for the token lookup keys ``keys`` (human symbols).
 
     ``training``: see :func:`coexp_prior` (needed for ``coexp``). ``dim``: SVD size of the
-    annotation/graph/co-expression priors (embedding priors keep their own dimension).
+    annotation/graph/co-expression priors; with ``reduce_embeddings`` the text/protein embeddings
+    (384/256-d) are reduced to ``dim`` too (truncated SVD over the vocabulary's rows: a cheaper
+    projection on CPU; GeneCompass feeds 768-d priors through Linear 768 -> 768).
     """
     from scprior.knowledge import store
 
@@ -157,7 +171,10 @@ def build_priors(names: Sequence[str], keys: Sequence[str], *, knowledge_dir: st
     for name in names:
         if name in EMBEDDING_PRIORS:
             emb = store.load_embeddings(EMBEDDING_PRIORS[name], "human", knowledge_dir)
-            out[name] = _normalise(_rows_for(keys, list(emb.symbols), emb.matrix))
+            rows = _rows_for(keys, list(emb.symbols), emb.matrix)
+            if reduce_embeddings and dim < rows.shape[1]:
+                rows = reduce_rows(rows, dim, seed)
+            out[name] = _normalise(rows)
         elif name == "go":
             out[name] = annotation_prior(store.load_go_annotations("human", knowledge_dir), "symbol", "go_id", keys,
                                          dim=dim, seed=seed)
