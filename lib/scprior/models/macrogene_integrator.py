@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -400,6 +400,7 @@ def metric_learn(
     pre: Pretrained,
     *,
     label_mode: str | None = None,
+    labelled_species: Sequence[str] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     name: str = "unify",
 ) -> tuple[MacrogeneIntegrator, TrainResult, np.ndarray]:
@@ -407,7 +408,10 @@ def metric_learn(
 
     ``label_mode`` (default: the config's): ``"weak"`` = species-prefixed labels read at
     pretraining, ``"clusters"`` = per-species k-means of the pretrained embedding (label-free).
-    Fixed number of epochs, last epoch kept. Returns (model, history, L2-normalised embedding).
+    ``labelled_species`` (weak mode only): the species whose labels are used; the other species'
+    cells get k-means clusters instead, so their labels are never seen (annotating a new species).
+    Default: every species. Fixed number of epochs, last epoch kept. Returns (model, history,
+    L2-normalised embedding).
     """
     cfg = copy.deepcopy(pre.model.config)
     cfg.label_mode = label_mode or cfg.label_mode
@@ -418,6 +422,15 @@ def metric_learn(
             raise ScpriorInputError("Weak-label metric learning needs labels: pass label_key at pretraining, "
                                     "or use label_mode='clusters' (label-free).")
         weak = species_prefixed(pre.labels, np.asarray(pre.species)[pre.cell_species])
+        if labelled_species is not None:
+            names = [get_species(s).name for s in labelled_species]
+            unknown = sorted(set(names) - set(pre.species))
+            if unknown:
+                raise ScpriorInputError(f"labelled_species {unknown} are not among the trained species {pre.species}.")
+            unlabelled = ~np.isin(np.asarray(pre.species)[pre.cell_species], names)
+            if unlabelled.any():
+                clusters = cluster_labels(pre.embedding, pre.cell_species, n_clusters=cfg.n_clusters, seed=cfg.seed)
+                weak = np.where(unlabelled, clusters, weak)
     else:
         weak = cluster_labels(pre.embedding, pre.cell_species, n_clusters=cfg.n_clusters, seed=cfg.seed)
     model = copy.deepcopy(pre.model)
