@@ -10,12 +10,12 @@ import pandas as pd
 from scprior.tasks.integration.data import SPECIES
 from scprior.tasks.integration.methods import MethodRun
 from scprior.tasks.integration.metrics import (
+    TRANSFER_PROTOCOL,
     celltype_centroids,
     donor_batch_scores,
     mutual_nn_score,
     scib_benchmark,
     scib_scores,
-    TRANSFER_PROTOCOL,
     transfer_both_ways,
     within_species_knn,
 )
@@ -234,7 +234,7 @@ def goal_lines(summary: pd.DataFrame, *, models: Sequence[str], reference: str =
     lines = [f"- Best knowledge model on scib total: **{_label(labels, best)}** "
              f"({summary.loc[best, 'scib_total']:.3f}; goal >= {scib_goal:.2f}: "
              f"{'met' if summary.loc[best, 'scib_total'] >= scib_goal else '**missed**'})."]
-    lines.append(f"- Its label-transfer accuracy (target labels unseen): "
+    lines.append("- Its label-transfer accuracy (target labels unseen): "
                  + ", ".join(f"{d} {v:.3f}" for d, v in acc.items())
                  + f" (goal >= {transfer_goal:.2f} both ways: "
                  + ("met" if min(acc.values()) >= transfer_goal else "**missed**") + ").")
