@@ -80,7 +80,11 @@ def test_one_call_gives_X_uce_per_cell_seeded(released):
 def test_tokens_are_the_released_rows(released):
     """CLS is row 3, a gene's row is its species' offset + its place in the protein file, and a
     chromosome token is UCE's seed-23 N(0,1) row at 'species_chromosome''s sorted code."""
-    from scprior.models.uce_release import read_chrom_csv, read_protein_embeddings, released_vocabulary
+    from scprior.models.uce_release import (
+        read_chrom_csv,
+        read_protein_embeddings,
+        released_vocabulary,
+    )
 
     files, _, offsets, chrom = released
     table, chrom_offset = read_all_tokens(files["token_file"])

@@ -80,7 +80,8 @@ def evaluate_seed(obs: pd.DataFrame, runs: Mapping[str, MethodRun], *, seed: int
     return pd.DataFrame(rows), table
 
 
-def _evaluate_seed_threads(obs, runs, seed: int, threads: int | None, kw) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _evaluate_seed_worker(obs, runs, seed: int, threads: int | None, kw) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """In a fresh joblib process: every thread pool limited (:func:`.methods.fixed_threads`) first."""
     from scprior.tasks.integration.methods import fixed_threads
 
     fixed_threads(threads)
@@ -90,16 +91,16 @@ def _evaluate_seed_threads(obs, runs, seed: int, threads: int | None, kw) -> tup
 def evaluate_seeds(obs: pd.DataFrame, runs: Mapping[int, Mapping[str, MethodRun]], *, n_jobs: int = 1,
                    threads: int | None = 1, **kw) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
     """:func:`evaluate_seed` for every seed (parallel processes if ``n_jobs`` > 1, each limited to
-    ``threads`` threads, so the scores do not depend on ``n_jobs``); returns (all records, the
-    per-seed scib tables)."""
+    ``threads`` threads; a serial run uses the caller's thread settings); returns (all records,
+    the per-seed scib tables)."""
     seeds = list(runs)
     if n_jobs == 1 or len(seeds) == 1:
-        out = [_evaluate_seed_threads(obs, runs[s], int(s), threads, kw) for s in seeds]
+        out = [evaluate_seed(obs, runs[s], seed=int(s), **kw) for s in seeds]
     else:
         from joblib import Parallel, delayed
 
         out = Parallel(n_jobs=min(n_jobs, len(seeds)))(
-            delayed(_evaluate_seed_threads)(obs, runs[s], int(s), threads, kw) for s in seeds)
+            delayed(_evaluate_seed_worker)(obs, runs[s], int(s), threads, kw) for s in seeds)
     return pd.concat([r for r, _ in out], ignore_index=True), [t for _, t in out]
 
 

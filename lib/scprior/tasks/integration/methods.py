@@ -250,8 +250,14 @@ def fixed_threads(n: int | None) -> int:
     return n
 
 
-def _run_seed(task: TaskData, settings: Mapping, seed: int, methods: Sequence[str], models_dir, threads: int | None):
-    fixed_threads(threads)
+def _run_seed(task: TaskData, settings: Mapping, seed: int, methods: Sequence[str], models_dir, threads: int | None,
+              worker: bool = False):
+    if worker:  # a fresh joblib process: every thread pool limited before anything runs
+        fixed_threads(threads)
+    else:
+        from scprior.runtime import set_threads
+
+        set_threads(threads)
     return run_methods(task, settings, seed=seed, methods=methods, models_dir=models_dir)
 
 
@@ -266,5 +272,5 @@ def run_seeds(task: TaskData, settings: Mapping, *, seeds: Sequence[int], method
     from joblib import Parallel, delayed
 
     out = Parallel(n_jobs=min(n_jobs, len(seeds)))(
-        delayed(_run_seed)(task, settings, s, methods, models_dir, threads) for s in seeds)
+        delayed(_run_seed)(task, settings, s, methods, models_dir, threads, True) for s in seeds)
     return dict(zip(seeds, out))
