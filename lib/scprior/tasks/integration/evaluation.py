@@ -14,6 +14,7 @@ from scprior.tasks.integration.metrics import (
     celltype_centroids,
     donor_batch_scores,
     mutual_nn_score,
+    numba_env_matches_its_threads,
     scib_benchmark,
     scib_scores,
     transfer_both_ways,
@@ -94,6 +95,7 @@ def evaluate_seeds(obs: pd.DataFrame, runs: Mapping[int, Mapping[str, MethodRun]
     ``threads`` threads; a serial run uses the caller's thread settings); returns (all records,
     the per-seed scib tables)."""
     seeds = list(runs)
+    numba_env_matches_its_threads()  # and so for umap imported later in this process (the UMAP figures)
     if n_jobs == 1 or len(seeds) == 1:
         out = [evaluate_seed(obs, runs[s], seed=int(s), **kw) for s in seeds]
     else:

@@ -15,8 +15,25 @@ from scprior.errors import ScpriorInputError
 
 
 # ------------------------------------------------------------------------------ scib-metrics
+def numba_env_matches_its_threads() -> None:
+    """scib-metrics imports umap, whose numba functions reload numba's config from the environment;
+    if ``NUMBA_NUM_THREADS`` no longer says what numba launched with (another library dropped or
+    changed it), numba raises. Put the launched value back before importing scib-metrics."""
+    import os
+    import sys
+
+    if "numba" in sys.modules:
+        from numba.np.ufunc import parallel
+
+        if parallel._is_initialized:
+            import numba
+
+            os.environ["NUMBA_NUM_THREADS"] = str(numba.config.NUMBA_NUM_THREADS)
+
+
 def sklearn_neighbors(x: np.ndarray, k: int):
     """Exact Euclidean kNN (self included) as scib-metrics ``NeighborsResults`` (fast on small data)."""
+    numba_env_matches_its_threads()
     from scib_metrics.nearest_neighbors import NeighborsResults
     from sklearn.neighbors import NearestNeighbors
 
@@ -38,6 +55,7 @@ def scib_benchmark(adata: ad.AnnData, embedding_keys: Sequence[str], *, label_ke
     the ``Metric Type`` row), columns = metrics (scib-metrics' own names) and the aggregates
     ``Bio conservation``, ``Batch correction``, ``Total``.
     """
+    numba_env_matches_its_threads()
     from scib_metrics.benchmark import BatchCorrection, Benchmarker, BioConservation
 
     for key in [*embedding_keys, pre_key]:
