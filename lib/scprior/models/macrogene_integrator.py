@@ -403,6 +403,7 @@ def metric_learn(
     labelled_species: Sequence[str] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     name: str = "unify",
+    normalize: bool = True,
 ) -> tuple[MacrogeneIntegrator, TrainResult, np.ndarray]:
     """Phase 2 on a copy of the pretrained model: semi-hard triplets on weak labels.
 
@@ -411,7 +412,8 @@ def metric_learn(
     ``labelled_species`` (weak mode only): the species whose labels are used; the other species'
     cells get k-means clusters instead, so their labels are never seen (annotating a new species).
     Default: every species. Fixed number of epochs, last epoch kept. Returns (model, history,
-    L2-normalised embedding).
+    embedding): L2-normalised, or with ``normalize=False`` the encoder output as SATURN stores and
+    scores it (its triplet loss is on cosine distance, its embedding is not normalised).
     """
     cfg = copy.deepcopy(pre.model.config)
     cfg.label_mode = label_mode or cfg.label_mode
@@ -450,8 +452,8 @@ def metric_learn(
                   val, met_cfg, checkpoint=ckpt / f"{name}_metric.pt" if ckpt else None, extra_state=extra)
     model.eval()
     device = next(model.parameters()).device
-    z = predict_batches(lambda x, s: F.normalize(model.encode(x, s), dim=1), pre.counts, sp_t, device=device,
-                        progress=cfg.progress, desc=f"{name} embed")
+    fn = (lambda x, s: F.normalize(model.encode(x, s), dim=1)) if normalize else model.encode
+    z = predict_batches(fn, pre.counts, sp_t, device=device, progress=cfg.progress, desc=f"{name} embed")
     return model, history, z
 
 

@@ -15,7 +15,8 @@ uce            UCE-style cell sentences of protein tokens, masked pretrain  none
 scilama        sciLaMA on ortholog genes, text + protein gene VAE           none
 ============== ============================================================ ==============
 
-"Within species" = SATURN's protocol: species-prefixed cell types of *both* species, so the labels
+The macrogene models' embeddings are the encoder output after metric learning, not normalised, as
+SATURN stores and scores them. "Within species" = SATURN's protocol: species-prefixed cell types of *both* species, so the labels
 never say which types match across species, but the target species' labels are seen. For label
 transfer these methods are also trained once per direction with the source species' labels only
 (:func:`source_labels_only`: the target is label-free), the setting of annotating a new species.
@@ -163,7 +164,7 @@ def run_methods(task: TaskData, settings: Mapping, *, seed: int, methods: Sequen
             cfg = _macrogene_config(settings, seed, label_mode="weak", adversarial_weight=0.0)
             pre = pretrain(task.hvg, {emb_set: know.embeddings[emb_set]}, config=cfg, checkpoint_dir=ckpt,
                            name=name)
-            _, _, z = metric_learn(pre, checkpoint_dir=ckpt, name=name)
+            _, _, z = metric_learn(pre, checkpoint_dir=ckpt, name=name, normalize=False)
             done(name, t, z, unseen=source_labels_only(pre, name=name), pretrain_epochs=pre.history.epochs_run,
                  best_epoch=pre.history.best_epoch)
     if wanted("unify", "unify_free"):
@@ -174,12 +175,13 @@ def run_methods(task: TaskData, settings: Mapping, *, seed: int, methods: Sequen
         t_pre = time.perf_counter() - t
         if wanted("unify"):
             t = time.perf_counter()
-            _, _, z = metric_learn(pre, label_mode="weak", checkpoint_dir=ckpt, name="unify")
+            _, _, z = metric_learn(pre, label_mode="weak", checkpoint_dir=ckpt, name="unify", normalize=False)
             done("unify", t - t_pre, z, unseen=source_labels_only(pre, name="unify"),
                  pretrain_epochs=pre.history.epochs_run, best_epoch=pre.history.best_epoch)
         if wanted("unify_free"):
             t = time.perf_counter()
-            _, _, z = metric_learn(pre, label_mode="clusters", checkpoint_dir=ckpt, name="unify_free")
+            _, _, z = metric_learn(pre, label_mode="clusters", checkpoint_dir=ckpt, name="unify_free",
+                                   normalize=False)
             done("unify_free", t - t_pre, z)
     if wanted("uce"):
         t = time.perf_counter()
@@ -206,7 +208,8 @@ def source_labels_only(pre, *, name: str, pair: Sequence[str] = SPECIES) -> dict
     same label-free pretrained model. Returns ``{"a->b": embedding}`` (not checkpointed)."""
     out = {}
     for s, t in ((pair[0], pair[1]), (pair[1], pair[0])):
-        _, _, z = metric_learn(pre, label_mode="weak", labelled_species=[s], name=f"{name} {s} labels")
+        _, _, z = metric_learn(pre, label_mode="weak", labelled_species=[s], name=f"{name} {s} labels",
+                               normalize=False)
         out[f"{s}->{t}"] = z
     return out
 
