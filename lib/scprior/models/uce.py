@@ -14,13 +14,17 @@ Unlike the released UCE code:
   dataset-level gene filtering either: a gene counts if it has a token);
 * padding is masked with a boolean key-padding mask (UCE's float ``1 - mask`` adds +1 to the
   attention logits of padding instead of removing it);
-* the masked "is this gene expressed" pretraining that UCE never released is implemented:
-  a fraction of the expressed genes is hidden from the sentence, and a binary decoder on
-  (cell embedding, gene token) must tell the hidden expressed genes from unexpressed ones.
+* the masked "is this gene expressed" pretraining (released only as starter code) is implemented:
+  a fraction of the expressed genes is hidden from the sentence before it is drawn, and a binary
+  decoder on (cell embedding, gene token) must tell the hidden expressed genes from unexpressed
+  ones. The unexpressed ones are matched to the positives' gene-detection frequency
+  (``negatives="matched"``; UCE draws them uniformly, and then how common a gene is answers the
+  task without the cell); :func:`objective_diagnostics` measures whether the decoder reads the cell.
 
 :func:`load_uce_state_dict` maps the released 4-layer checkpoint's key layout (``encoder.*``,
 ``transformer_encoder.layers.*``, ``decoder.*``, ``binary_decoder.*``, ``gene_embedding_layer.*``,
-``pe_embedding.weight``) into :class:`UCEModel`.
+``pe_embedding.weight``) into :class:`UCEModel`, sinusoidal positions included as the released
+forward adds them; :mod:`scprior.models.uce_release` embeds an AnnData with the released files.
 """
 
 from __future__ import annotations
