@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from scprior.errors import ScpriorInputError
+from scprior.knowledge.embeddings import GeneEmbeddings
 from scprior.models.uce import (
     CHROM_END,
     CLS,
@@ -121,7 +122,7 @@ def _uce_layout_state_dict(*, token_dim=10, d=8, d_hid=12, nlayers=2, out=6, hea
     def r(*shape):
         return torch.randn(*shape, generator=g) * 0.3
 
-    sd = {"pos_encoder.pe": r(64, 1, d), "encoder.0.weight": r(d, token_dim), "encoder.0.bias": r(d),
+    sd = {"pos_encoder.pe": _released_positions(64, d), "encoder.0.weight": r(d, token_dim), "encoder.0.bias": r(d),
           "encoder.2.weight": 1 + r(d), "encoder.2.bias": r(d)}
     for i in range(nlayers):
         p = f"transformer_encoder.layers.{i}."
@@ -146,12 +147,25 @@ def _uce_layout_state_dict(*, token_dim=10, d=8, d_hid=12, nlayers=2, out=6, hea
     return sd
 
 
+def _released_positions(max_len: int, d: int) -> torch.Tensor:
+    """UCE model.py's PositionalEncoding buffer, as documented there: (max_len, 1, d_model),
+    sin on even and cos on odd channels of position * exp(-ln(10000) * 2i / d_model)."""
+    pe = torch.zeros(max_len, 1, d)
+    position = torch.arange(max_len).unsqueeze(1)
+    div = torch.exp(torch.arange(0, d, 2) * (-math.log(10000.0) / d))
+    pe[:, 0, 0::2] = torch.sin(position * div)
+    pe[:, 0, 1::2] = torch.cos(position * div)
+    return pe
+
+
 def _reference_cls(sd, tokens, nhead):
-    """UCE's forward written out from the state dict (sequence-first, no positions, no padding)."""
+    """UCE's forward written out from the released model.py (sequence-first; no padding):
+    normalised tokens -> encoder x sqrt(d) -> + pos_encoder.pe[:L] -> transformer -> decoder at CLS."""
     d = sd["encoder.0.weight"].shape[0]
     x = F.normalize(sd["pe_embedding.weight"][tokens], dim=-1).transpose(0, 1)  # (L, B, token_dim)
     h = F.layer_norm(F.gelu(F.linear(x, sd["encoder.0.weight"], sd["encoder.0.bias"])), (d,),
                      sd["encoder.2.weight"], sd["encoder.2.bias"]) * math.sqrt(d)
+    h = h + _released_positions(64, d)[: h.shape[0]]  # src = self.pos_encoder(src) (dropout off in eval)
     n_layers = len({k.split(".")[2] for k in sd if k.startswith("transformer_encoder.layers.")})
     for i in range(n_layers):
         layer = nn.TransformerEncoderLayer(d, nhead, sd[f"transformer_encoder.layers.{i}.linear1.weight"].shape[0],
@@ -172,7 +186,7 @@ def test_loader_maps_the_released_uce_key_layout():
     sd = _uce_layout_state_dict()
     cfg = uce_config_from_state_dict(sd, nhead=2)
     assert (cfg.nlayers, cfg.d_model, cfg.d_hid, cfg.output_dim, cfg.head_hidden) == (2, 8, 12, 6, 7)
-    assert cfg.decoder_hidden == (9, 5) and cfg.positional_encoding is False
+    assert cfg.decoder_hidden == (9, 5) and cfg.positional_encoding is True and cfg.max_len == 64
     model = load_uce_state_dict(sd, config=cfg)
     own = model.state_dict()
     torch.testing.assert_close(own["transformer.layers.1.linear2.weight"], sd["transformer_encoder.layers.1.linear2.weight"])
@@ -183,6 +197,9 @@ def test_loader_maps_the_released_uce_key_layout():
     tokens[:, 0] = CLS
     with torch.no_grad():
         torch.testing.assert_close(model(tokens), _reference_cls(sd, tokens, nhead=2), atol=1e-5, rtol=1e-4)
+        # the positions matter: a model without them gives another embedding
+        off = load_uce_state_dict(sd, config=uce_config_from_state_dict(sd, nhead=2, positional_encoding=False))
+        assert not torch.allclose(off(tokens), model(tokens), atol=1e-3)
         logits = model.expression_logits(model(tokens), torch.randint(3, 30, (4, 5)))
     assert logits.shape == (4, 5)
     # our token table picked from the released one by row
@@ -210,3 +227,66 @@ def test_model_masks_padding_exactly():
     padded = torch.cat([short, torch.full((1, 6), PAD)], dim=1)
     with torch.no_grad():
         torch.testing.assert_close(model(short), model(padded), atol=1e-5, rtol=1e-5)
+
+
+def _block_types(n_cells: int = 120, n_genes: int = 60, n_types: int = 3, seed: int = 0):
+    """One species whose cell types express disjoint gene blocks (plus sparse background): every
+    gene is expressed in about 1/n_types of the cells, so only the cell tells which genes it has."""
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    types = rng.integers(0, n_types, n_cells)
+    block = np.arange(n_genes) % n_types
+    rate = np.where(block[None, :] == types[:, None], 4.0, 0.05)
+    counts = rng.poisson(rate).astype(np.float32)
+    names = [f"GENE{i}" for i in range(n_genes)]
+    a = ad.AnnData(X=sp.csr_matrix(counts), obs=pd.DataFrame({"cell_type": [f"t{t}" for t in types]},
+                                                             index=[f"c{i}" for i in range(n_cells)]),
+                   var=pd.DataFrame(index=names))
+    a.layers["counts"] = a.X.copy()
+    emb = GeneEmbeddings(np.asarray(names), rng.normal(size=(n_genes, 12)), "human", "protein_kmer")
+    table = pd.DataFrame({"symbol": names, "chromosome": rng.choice(["1", "2", "3"], n_genes),
+                          "start": rng.integers(0, 10_000, n_genes)})
+    return {"human": a}, {"human": emb}, {"human": table}
+
+
+def test_matched_negatives_share_the_positives_frequency_bins():
+    from scprior.models.uce import detection_frequency, matched_negatives
+
+    rng = np.random.default_rng(0)
+    import scipy.sparse as sp
+
+    csr = sp.csr_matrix(rng.poisson(rng.uniform(0.01, 3.0, 200)[None, :], size=(300, 200)).astype(np.float32))
+    local = np.arange(200)
+    freq, bins = detection_frequency(csr, local, 200, n_bins=20)
+    assert np.allclose(freq, (csr.toarray() > 0).mean(0)) and bins.min() == 0 and bins.max() == 19
+    expressed = np.flatnonzero(csr[0].toarray()[0] > 0)
+    pos = rng.choice(expressed, 500)
+    neg = matched_negatives(pos, local, expressed, bins, rng)
+    assert not np.isin(neg, expressed).any()
+    # the frequency-bin distribution of negatives follows the positives' (within one bin)
+    assert np.abs(bins[neg] - bins[pos]).max() <= 3 and np.abs(bins[neg] - bins[pos]).mean() < 1.0
+
+
+def test_uce_embedding_is_not_collapsed_and_the_decoder_reads_the_cell():
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    adatas, protein, tables = _block_types()
+    cfg = UCEConfig(**{**TINY, "sample_size": 24, "n_positive": 8, "n_negative": 8, "batch_size": 16},
+                    epochs=60, patience=5, lr=1e-3, dropout=0.0)
+    res = train_uce(adatas, protein, tables, config=cfg, diagnostics=120)
+    z = res.adata.obsm["X_uce"]
+    labels = adatas["human"].obs["cell_type"].to_numpy()
+    knn = cross_val_score(KNeighborsClassifier(5), z, labels, cv=5).mean()
+    d = res.diagnostics
+    assert knn > 0.8, (knn, d)  # chance: ~1/3
+    assert d["train"]["decoder_gap"] > 0.1, d
+    assert abs(d["train"]["cell_blind_auroc"] - 0.5) < 0.1, d
+    assert d["mean_pairwise_cosine"] < 0.9, d
+    # UCE's uniform negatives: the frequency alone separates them here too
+    uniform = UCEConfig(**{**TINY, "negatives": "uniform"}, epochs=0)
+    assert train_uce(adatas, protein, tables, config=uniform, diagnostics=120).diagnostics["train"][
+        "cell_blind_auroc"] > 0.5

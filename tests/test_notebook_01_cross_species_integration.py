@@ -31,16 +31,26 @@ def test_notebook_01_quick(tmp_path, processed, knowledge_dir):
         "quick": True, "seeds": [0], "processed_dir": str(processed), "knowledge_dir": str(knowledge_dir),
         "figures_dir": str(figures), "metrics_file": str(metrics), "models_dir": str(models)})
     m = json.loads(metrics.read_text())
-    assert set(m) == {"dataset", "simulated", "seeds", "methods"}
-    assert m["simulated"] is False and m["seeds"] == [0]
+    assert set(m) == {"dataset", "simulated", "seeds", "transfer_protocol", "transfer_settings", "methods"}
+    assert m["simulated"] is False and m["seeds"] == [0] and "C=0.005" in m["transfer_protocol"]
     expected = {"pca", "harmony", "scvi", "saturn", "unify_text", "unify", "unify_free", "uce", "scilama"}
     assert set(m["methods"]) == expected
     for name, row in m["methods"].items():
-        assert set(row) == {"scib_total", "scib_bio", "scib_batch", "transfer_bal_acc", "tree_mutual_nn"}, name
-        assert set(row["transfer_bal_acc"]) == {"human->mouse", "mouse->human"}
+        assert set(row) == {"scib_total", "scib_bio", "scib_batch", "transfer_acc", "transfer_acc_both_species_labels",
+                            "tree_mutual_nn"}, name
+        for setting in ("transfer_acc", "transfer_acc_both_species_labels"):
+            assert set(row[setting]) == {"human->mouse", "mouse->human"}
+            for d, r in row[setting].items():
+                assert set(r) == {"accuracy", "balanced_accuracy", "ceiling", "dummy"}, (name, d)
+                assert 0.0 <= r["accuracy"] <= r["ceiling"] <= 1.0
         assert all(0.0 <= row[k] <= 1.0 for k in ("scib_total", "scib_bio", "scib_batch", "tree_mutual_nn"))
+    # label-free methods are one embedding in both settings
+    assert m["methods"]["pca"]["transfer_acc"] == m["methods"]["pca"]["transfer_acc_both_species_labels"]
     detail = json.loads((tmp_path / "metrics_detail.json").read_text())
     assert detail["quick"] is True and len(detail["per_seed"]) == len(expected)
+    diag = detail["uce_diagnostics"]["0"]
+    assert {"mean_pairwise_cosine", "train", "val"} <= set(diag)
+    assert {"cell_blind_auroc", "decoder_accuracy", "decoder_accuracy_shuffled", "decoder_gap"} <= set(diag["train"])
     for name in FIGURES:
         assert (figures / f"{name}.png").is_file() and (figures / f"{name}.svg").is_file()
     assert (models / "seed0" / "unify_pretrain.pt").is_file() and (models / "seed0" / "uce.pt").is_file()
@@ -53,3 +63,4 @@ def test_notebook_01_quick(tmp_path, processed, knowledge_dir):
     best = max(BASELINES, key=lambda b: m["methods"][b]["scib_total"])
     assert f"best baseline {LABELS[best]} (" in outputs
     assert "Among the models that never see a label" in outputs
+    assert "Best knowledge model on scib total" in outputs and "Cell-blind frequency score" in outputs

@@ -85,7 +85,9 @@ def test_label_transfer_tree_and_mutual_nn_on_aligned_and_shifted_embeddings():
     x, obs = _structured(shift=0.0)
     labels, species = obs["cell_type"].to_numpy(), obs["species"].to_numpy()
     res = me.transfer_both_ways(x, labels, species)
-    assert res["human->mouse"]["balanced_accuracy"] > 0.95 and res["mouse->human"]["n_types"] == 3
+    assert res["human->mouse"]["accuracy"] > 0.95 and res["mouse->human"]["n_types"] == 3
+    assert res["human->mouse"]["ceiling"] == 1.0 and res["human->mouse"]["n_target"] == 120
+    assert res["human->mouse"]["dummy"] == pytest.approx(1 / 3, abs=0.01)
     cents = me.celltype_centroids(x, labels, species)
     score, table = me.mutual_nn_score(cents)
     assert score == 1.0 and table["mutual"].all()
@@ -96,17 +98,90 @@ def test_label_transfer_tree_and_mutual_nn_on_aligned_and_shifted_embeddings():
     m = species == "mouse"
     scrambled[m] = np.roll(scrambled[m], 40)
     assert me.mutual_nn_score(me.celltype_centroids(x, scrambled, species))[0] == 0.0
-    assert me.label_transfer(x, scrambled, species, source="human", target="mouse")["balanced_accuracy"] < 0.1
+    assert me.saturn_label_transfer(x, scrambled, species, source="human", target="mouse")["balanced_accuracy"] < 0.1
 
 
-def test_label_transfer_skips_unshared_and_rare_types():
+def test_saturn_transfer_scores_every_target_cell_and_counts_unmatched_types_as_errors():
     x, obs = _structured()
     labels = obs["cell_type"].to_numpy().copy()
-    labels[:3] = "rare"
-    res = me.label_transfer(x, labels, obs["species"].to_numpy(), source="human", target="mouse", min_cells=5)
-    assert res["n_types"] == 3
+    species = obs["species"].to_numpy()
+    mouse = np.flatnonzero(species == "mouse")
+    labels[mouse[:40]] = "mouse_only"  # a target type the source lacks
+    res = me.saturn_label_transfer(x, labels, species, source="human", target="mouse")
+    assert res["n_target"] == 120 and res["n_types"] == 3
+    assert res["ceiling"] == pytest.approx(80 / 120)
+    assert res["accuracy"] <= res["ceiling"] + 1e-12
+    # mapped through a cell-type map: source names renamed to the target's
+    renamed = np.where(species == "human", np.char.add("h_", labels.astype(str)), labels)
+    cmap = {f"h_{t}": t for t in ("type0", "type1", "type2")}
+    mapped = me.saturn_label_transfer(x, renamed, species, source="human", target="mouse", cell_type_map=cmap)
+    assert mapped["accuracy"] == pytest.approx(res["accuracy"]) and mapped["ceiling"] == pytest.approx(res["ceiling"])
+    again = me.saturn_label_transfer(x, labels, species, source="human", target="mouse")
+    assert again == res  # seeded split, deterministic classifier
     with pytest.raises(ScpriorInputError):
-        me.label_transfer(x, labels, obs["species"].to_numpy(), source="human", target="frog")
+        me.saturn_label_transfer(x, labels, species, source="human", target="frog")
+
+
+def _low_variance_species_shift(n_per: int = 60, seed: int = 0):
+    """Cell types on 2 high-variance axes; the species differ on 20 low-variance axes (as species-
+    specific PCs do): standardising gives those axes the weight of the cell-type axes."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0], [8.0, 8.0]])
+    direction = rng.normal(size=20)  # the species shift: ~20 sd of the low-variance axes
+    rows, labels, species = [], [], []
+    for s_i, s in enumerate(("human", "mouse")):
+        for t, c in enumerate(centres):
+            hi = c + rng.normal(scale=1.0, size=(n_per, 2))
+            lo = rng.normal(scale=0.1, size=(n_per, 20)) + (2.0 if s_i else 0.0) * direction
+            rows.append(np.hstack([hi, lo]))
+            labels += [f"type{t}"] * n_per
+            species += [s] * n_per
+    return np.vstack(rows), np.asarray(labels), np.asarray(species)
+
+
+def _standardised_transfer(x, labels, species, *, source, target):
+    """The protocol this repository used before: standardised embedding, C=0.1."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.preprocessing import StandardScaler
+
+    src, tgt = species == source, species == target
+    scaler = StandardScaler().fit(x[src])
+    clf = LogisticRegression(C=0.1, max_iter=2000).fit(scaler.transform(x[src]), labels[src])
+    return balanced_accuracy_score(labels[tgt], clf.predict(scaler.transform(x[tgt])))
+
+
+def test_a_species_shift_on_low_variance_axes_sinks_standardising_but_not_saturns_protocol():
+    x, labels, species = _low_variance_species_shift()
+    for a, b in (("human", "mouse"), ("mouse", "human")):
+        assert _standardised_transfer(x, labels, species, source=a, target=b) < 0.6
+        res = me.saturn_label_transfer(x, labels, species, source=a, target=b)
+        assert res["balanced_accuracy"] > 0.9 and res["accuracy"] > 0.9 and res["dummy"] < 0.35
+
+
+def test_within_species_knn_sees_structure_and_not_noise():
+    x, obs = _structured(n_per=30)
+    labels, species = obs["cell_type"].to_numpy(), obs["species"].to_numpy()
+    good = me.within_species_knn(x, labels, species, k=5)
+    noise = me.within_species_knn(np.random.default_rng(0).normal(size=x.shape), labels, species, k=5)
+    assert set(good) == {"human", "mouse"} and min(good.values()) > 0.9 and max(noise.values()) < 0.6
+
+
+@pytest.mark.slow
+def test_raw_pca_transfers_baron_labels_both_ways(processed_dir, knowledge_dir):
+    """A small real Baron subset: PCA of log-normalised one-to-one orthologs, SATURN's protocol."""
+    from scprior.knowledge.store import load_orthologs
+    from scprior.tasks.integration.baselines import pca_embedding as pca
+    from scprior.tasks.integration.data import load_baron, ortholog_adata, select_hvgs
+
+    adatas = load_baron(processed_dir, max_cells=800, seed=0)
+    orth = ortholog_adata(adatas, load_orthologs(knowledge_dir))
+    orth = orth[:, select_hvgs(orth, 2000, batch_key="species")].copy()
+    z = pca(orth, n_comps=50, seed=0)
+    res = me.transfer_both_ways(z, orth.obs["cell_type"].astype(str).to_numpy(), orth.obs["species"].astype(str).to_numpy())
+    for d, r in res.items():
+        assert r["accuracy"] >= 0.75, (d, r)
+        assert r["accuracy"] > r["dummy"] + 0.2
 
 
 def test_sklearn_neighbors_include_self():
@@ -125,9 +200,15 @@ def test_scib_benchmark_and_donor_scores_rank_a_good_embedding_higher():
     records, table = ev.evaluate_seed(obs, runs, seed=0, donor_batch=True)
     scores = me.scib_scores(table.drop(columns="seed"))
     assert scores.loc["X_good", "Bio conservation"] > scores.loc["X_pca", "Bio conservation"]
-    assert set(records.columns) >= {"scib_total", "scib_batch_donor", "transfer_bal_acc[human->mouse]", "tree_mutual_nn"}
+    assert set(records.columns) >= {"scib_total", "scib_batch_donor", "transfer_acc[human->mouse]",
+                                    "transfer_bal_acc_both[mouse->human]", "transfer_dummy[human->mouse]",
+                                    "knn_bal_acc[human]", "tree_mutual_nn"}
     summary = ev.metrics_json(pd.concat([records, records.assign(seed=1)]), dataset="toy", seeds=[0, 1])
-    assert set(summary["methods"]["good"]) == {"scib_total", "scib_bio", "scib_batch", "transfer_bal_acc", "tree_mutual_nn"}
+    assert "SATURN" in summary["transfer_protocol"]
+    assert set(summary["methods"]["good"]) == {"scib_total", "scib_bio", "scib_batch", "transfer_acc",
+                                               "transfer_acc_both_species_labels", "tree_mutual_nn"}
+    assert set(summary["methods"]["good"]["transfer_acc"]["human->mouse"]) == {"accuracy", "balanced_accuracy",
+                                                                              "ceiling", "dummy"}
     raw = ev.mean_scib_results([table, table])
     assert "Metric Type" in raw.columns and "silhouette_label" in raw.index
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -400,14 +400,20 @@ def metric_learn(
     pre: Pretrained,
     *,
     label_mode: str | None = None,
+    labelled_species: Sequence[str] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     name: str = "unify",
+    normalize: bool = True,
 ) -> tuple[MacrogeneIntegrator, TrainResult, np.ndarray]:
     """Phase 2 on a copy of the pretrained model: semi-hard triplets on weak labels.
 
     ``label_mode`` (default: the config's): ``"weak"`` = species-prefixed labels read at
     pretraining, ``"clusters"`` = per-species k-means of the pretrained embedding (label-free).
-    Fixed number of epochs, last epoch kept. Returns (model, history, L2-normalised embedding).
+    ``labelled_species`` (weak mode only): the species whose labels are used; the other species'
+    cells get k-means clusters instead, so their labels are never seen (annotating a new species).
+    Default: every species. Fixed number of epochs, last epoch kept. Returns (model, history,
+    embedding): L2-normalised, or with ``normalize=False`` the encoder output as SATURN stores and
+    scores it (its triplet loss is on cosine distance, its embedding is not normalised).
     """
     cfg = copy.deepcopy(pre.model.config)
     cfg.label_mode = label_mode or cfg.label_mode
@@ -418,6 +424,15 @@ def metric_learn(
             raise ScpriorInputError("Weak-label metric learning needs labels: pass label_key at pretraining, "
                                     "or use label_mode='clusters' (label-free).")
         weak = species_prefixed(pre.labels, np.asarray(pre.species)[pre.cell_species])
+        if labelled_species is not None:
+            names = [get_species(s).name for s in labelled_species]
+            unknown = sorted(set(names) - set(pre.species))
+            if unknown:
+                raise ScpriorInputError(f"labelled_species {unknown} are not among the trained species {pre.species}.")
+            unlabelled = ~np.isin(np.asarray(pre.species)[pre.cell_species], names)
+            if unlabelled.any():
+                clusters = cluster_labels(pre.embedding, pre.cell_species, n_clusters=cfg.n_clusters, seed=cfg.seed)
+                weak = np.where(unlabelled, clusters, weak)
     else:
         weak = cluster_labels(pre.embedding, pre.cell_species, n_clusters=cfg.n_clusters, seed=cfg.seed)
     model = copy.deepcopy(pre.model)
@@ -437,8 +452,8 @@ def metric_learn(
                   val, met_cfg, checkpoint=ckpt / f"{name}_metric.pt" if ckpt else None, extra_state=extra)
     model.eval()
     device = next(model.parameters()).device
-    z = predict_batches(lambda x, s: F.normalize(model.encode(x, s), dim=1), pre.counts, sp_t, device=device,
-                        progress=cfg.progress, desc=f"{name} embed")
+    fn = (lambda x, s: F.normalize(model.encode(x, s), dim=1)) if normalize else model.encode
+    z = predict_batches(fn, pre.counts, sp_t, device=device, progress=cfg.progress, desc=f"{name} embed")
     return model, history, z
 
 

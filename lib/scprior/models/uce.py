@@ -14,13 +14,17 @@ Unlike the released UCE code:
   dataset-level gene filtering either: a gene counts if it has a token);
 * padding is masked with a boolean key-padding mask (UCE's float ``1 - mask`` adds +1 to the
   attention logits of padding instead of removing it);
-* the masked "is this gene expressed" pretraining that UCE never released is implemented:
-  a fraction of the expressed genes is hidden from the sentence, and a binary decoder on
-  (cell embedding, gene token) must tell the hidden expressed genes from unexpressed ones.
+* the masked "is this gene expressed" pretraining (released only as starter code) is implemented:
+  a fraction of the expressed genes is hidden from the sentence before it is drawn, and a binary
+  decoder on (cell embedding, gene token) must tell the hidden expressed genes from unexpressed
+  ones. The unexpressed ones are matched to the positives' gene-detection frequency
+  (``negatives="matched"``; UCE draws them uniformly, and then how common a gene is answers the
+  task without the cell); :func:`objective_diagnostics` measures whether the decoder reads the cell.
 
 :func:`load_uce_state_dict` maps the released 4-layer checkpoint's key layout (``encoder.*``,
 ``transformer_encoder.layers.*``, ``decoder.*``, ``binary_decoder.*``, ``gene_embedding_layer.*``,
-``pe_embedding.weight``) into :class:`UCEModel`.
+``pe_embedding.weight``) into :class:`UCEModel`, sinusoidal positions included as the released
+forward adds them; :mod:`scprior.models.uce_release` embeds an AnnData with the released files.
 """
 
 from __future__ import annotations
@@ -66,12 +70,16 @@ class UCEConfig:
     dropout: float = 0.05
     head_hidden: int = 1024
     decoder_hidden: tuple[int, ...] = (2048, 512, 128)
-    positional_encoding: bool = True  # the released UCE forward skips it; the loader turns it off
+    positional_encoding: bool = True  # sinusoidal positions, added as the released UCE forward does
     max_len: int = 1536
     sample_size: int = 1024
     mask_fraction: float = 0.2
     n_positive: int = 32
     n_negative: int = 32
+    #: negatives matched to the positives' gene-detection frequency (bins of equal gene counts), so
+    #: "how common is this gene" alone cannot tell them apart; "uniform" = UCE's own draw
+    negatives: str = "matched"
+    frequency_bins: int = 50
     epochs: int = 10
     lr: float = 1e-4
     batch_size: int = 32
@@ -86,6 +94,8 @@ class UCEConfig:
         self.decoder_hidden = tuple(int(h) for h in self.decoder_hidden)
         if self.d_model % self.nhead:
             raise ScpriorInputError(f"d_model ({self.d_model}) must be divisible by nhead ({self.nhead}).")
+        if self.negatives not in ("matched", "uniform"):
+            raise ScpriorInputError(f"negatives must be 'matched' or 'uniform', got {self.negatives!r}.")
 
 
 # ------------------------------------------------------------------------------ vocabulary
@@ -238,11 +248,16 @@ class SentenceData(torch.utils.data.Dataset):
             mat = adata.layers[layer] if layer else adata.X
             csr = sp.csr_matrix(mat, dtype=np.float32)[:, cols].tocsr()
             csr.sort_indices()
+            freq, bins = detection_frequency(csr, local, len(gv), n_bins=config.frequency_bins)
             self.blocks.append({"species": name, "csr": csr, "local": local,
                                 "tokens": gv["token"].to_numpy(), "chrom": gv["chrom"].to_numpy(),
-                                "chrom_tokens": vocab.chrom_tokens[name]})
+                                "chrom_tokens": vocab.chrom_tokens[name], "freq": freq, "bins": bins})
             index += [(len(self.blocks) - 1, r) for r in range(adata.n_obs)]
         self.index = index
+        #: detection frequency of every token's gene in its species' data (0 for non-gene tokens)
+        self.token_freq = np.zeros(len(vocab.tokens), dtype=np.float64)
+        for blk in self.blocks:
+            self.token_freq[blk["tokens"][blk["local"]]] = blk["freq"][blk["local"]]
 
     def __len__(self) -> int:
         return len(self.index)
@@ -279,12 +294,17 @@ class SentenceData(torch.utils.data.Dataset):
                 keep = np.ones(len(local), dtype=bool)
                 keep[masked] = False
                 sample_local, sample_counts = local[keep], counts[keep]
+                pos = np.empty(0, dtype=np.int64)
                 if n_mask:
                     pos = rng.choice(local[masked], size=cfg.n_positive, replace=True)
                     q_tok[k, :cfg.n_positive] = blk["tokens"][pos]
                     q_y[k, :cfg.n_positive] = 1.0
                     q_w[k, :cfg.n_positive] = 1.0
-                neg = _unexpressed(blk["local"], local, cfg.n_negative, rng)
+                if cfg.negatives == "matched" and len(pos):
+                    want = rng.choice(pos, size=cfg.n_negative, replace=True) if cfg.n_negative != len(pos) else pos
+                    neg = matched_negatives(want, blk["local"], local, blk["bins"], rng)
+                else:
+                    neg = _unexpressed(blk["local"], local, cfg.n_negative, rng)
                 if len(neg):
                     q_tok[k, cfg.n_positive:] = blk["tokens"][neg]
                     q_w[k, cfg.n_positive:] = 1.0
@@ -295,6 +315,46 @@ class SentenceData(torch.utils.data.Dataset):
         if self.queries:
             out += (torch.as_tensor(q_tok), torch.as_tensor(q_y), torch.as_tensor(q_w))
         return out
+
+
+def detection_frequency(csr: sp.csr_matrix, local: np.ndarray, n_genes: int, *,
+                        n_bins: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Per vocabulary gene of one species (``n_genes``): the fraction of cells in ``csr`` (cells x
+    measured genes, columns = vocabulary indices ``local``) that express it, and its frequency bin
+    (``n_bins`` bins with equal numbers of measured genes, by frequency rank; -1 if unmeasured)."""
+    freq = np.zeros(n_genes, dtype=np.float64)
+    bins = np.full(n_genes, -1, dtype=np.int64)
+    if csr.shape[0] == 0 or len(local) == 0:
+        return freq, bins
+    expressed = np.bincount(csr.indices[csr.data > 0], minlength=csr.shape[1])
+    freq[local] = expressed / csr.shape[0]
+    rank = np.argsort(np.argsort(freq[local], kind="stable"), kind="stable")
+    bins[local] = rank * int(n_bins) // len(local)
+    return freq, bins
+
+
+def matched_negatives(positives: np.ndarray, measured: np.ndarray, expressed: np.ndarray, bins: np.ndarray,
+                      rng: np.random.Generator) -> np.ndarray:
+    """One unexpressed gene per positive, from the positive's detection-frequency bin (the nearest
+    bin that has an unexpressed gene if that one has none). All arguments are vocabulary indices of
+    one species; ``bins`` from :func:`detection_frequency`. Empty if the cell expresses every gene."""
+    unexp = measured[~np.isin(measured, expressed)]
+    if len(unexp) == 0 or len(positives) == 0:
+        return np.empty(0, dtype=np.int64)
+    ub = bins[unexp]
+    order = np.argsort(ub, kind="stable")
+    unexp, ub = unexp[order], ub[order]
+    n_bins = int(max(bins.max(), ub.max())) + 1
+    counts = np.bincount(ub, minlength=n_bins)
+    starts = np.cumsum(counts) - counts
+    nonempty = np.flatnonzero(counts)
+    pb = bins[positives]
+    j = np.clip(np.searchsorted(nonempty, pb), 0, len(nonempty) - 1)
+    lower = nonempty[np.maximum(j - 1, 0)]
+    upper = nonempty[j]
+    b = np.where(np.abs(upper - pb) <= np.abs(pb - lower), upper, lower)
+    pick = starts[b] + np.floor(rng.random(len(b)) * counts[b]).astype(np.int64)
+    return unexp[pick]
 
 
 def _unexpressed(measured: np.ndarray, expressed: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -386,6 +446,60 @@ def masked_expression_loss(model: UCEModel, batch, epoch: int) -> dict[str, torc
     return {"loss": bce, "accuracy": acc}
 
 
+@torch.no_grad()
+def objective_diagnostics(model: UCEModel, data: SentenceData, indices: Sequence[int], *, batch_size: int = 64,
+                          seed: int = 0) -> dict[str, float]:
+    """Can the pretraining objective be solved without reading the cell? On the queries of the
+    cells ``indices`` (sentences and queries drawn as in training, seeded):
+
+    * ``cell_blind_auroc``: AUROC of the gene's detection frequency alone as the score for
+      "expressed" (0.5 = the negatives are matched; UCE's uniform negatives give ~0.9 on Baron);
+    * ``decoder_accuracy`` / ``decoder_accuracy_shuffled``: the decoder's accuracy with each cell's
+      own embedding and with the embedding of another cell of the batch (rolled by one); their
+      difference ``decoder_gap`` > 0 means the decoder reads the cell;
+    * ``decoder_auroc`` / ``decoder_auroc_shuffled``: the same as AUROCs.
+    """
+    from sklearn.metrics import accuracy_score, roc_auc_score
+
+    was = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    fixed = SentenceData.__new__(SentenceData)
+    fixed.__dict__.update(data.__dict__)
+    fixed.mode, fixed.seed, fixed.queries = "fixed", int(seed), True
+    ys, ws, freq, real, shuf = [], [], [], [], []
+    for tokens, q_tok, q_y, q_w in sentence_loader(fixed, indices, batch_size=batch_size):
+        cell = model(tokens.to(device))
+        q = q_tok.to(device)
+        real.append(model.expression_logits(cell, q).cpu().numpy().ravel())
+        shuf.append(model.expression_logits(torch.roll(cell, 1, dims=0), q).cpu().numpy().ravel())
+        ys.append(q_y.numpy().ravel())
+        ws.append(q_w.numpy().ravel())
+        freq.append(data.token_freq[q_tok.numpy()].ravel())
+    model.train(was)
+    y, w = np.concatenate(ys), np.concatenate(ws) > 0
+    y, f, r, s_ = y[w], np.concatenate(freq)[w], np.concatenate(real)[w], np.concatenate(shuf)[w]
+    if len(np.unique(y)) < 2:
+        raise ScpriorInputError("The queries hold one class only; objective diagnostics need expressed and "
+                                "unexpressed genes.")
+    acc, acc_s = accuracy_score(y, r > 0), accuracy_score(y, s_ > 0)
+    return {"cell_blind_auroc": float(roc_auc_score(y, f)), "decoder_accuracy": float(acc),
+            "decoder_accuracy_shuffled": float(acc_s), "decoder_gap": float(acc - acc_s),
+            "decoder_auroc": float(roc_auc_score(y, r)), "decoder_auroc_shuffled": float(roc_auc_score(y, s_)),
+            "n_queries": int(len(y))}
+
+
+def mean_pairwise_cosine(z: np.ndarray) -> float:
+    """Mean cosine similarity over all pairs of distinct rows of ``z`` (1.0 = a collapsed embedding)."""
+    z = np.asarray(z, dtype=np.float64)
+    z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    n = len(z)
+    if n < 2:
+        raise ScpriorInputError("Mean pairwise cosine needs at least two cells.")
+    total = z.sum(axis=0)
+    return float((total @ total - n) / (n * (n - 1)))
+
+
 # --------------------------------------------------------------------------- AnnData API
 @dataclass
 class UCEResult:
@@ -395,6 +509,9 @@ class UCEResult:
     model: UCEModel
     vocab: GeneVocabulary
     train: TrainResult | None
+    #: :func:`objective_diagnostics` on the training cells and the held-out cells, and the mean
+    #: pairwise cosine of the embedding
+    diagnostics: dict = field(default_factory=dict)
 
 
 @torch.no_grad()
@@ -428,13 +545,16 @@ def train_uce(
     layer: str = "counts",
     key: str = "X_uce",
     checkpoint: str | os.PathLike | None = None,
+    diagnostics: int = 2000,
 ) -> UCEResult:
     """Pretrain a UCE-style encoder (masked expression) on ``adatas`` and embed their cells.
 
     ``protein``: species -> protein :class:`GeneEmbeddings` (tokens); ``gene_tables``: species ->
     knowledge gene table (chromosome, start). The best epoch is chosen on the masked-expression
-    loss of held-out cells (whose sentences and queries are fixed by their own seeds). Returns the
-    cells of all species concatenated with the embedding in ``obsm[key]``.
+    loss of held-out cells (whose sentences and queries are fixed by their own seeds); training
+    stops when it has not improved for ``config.patience`` epochs. ``diagnostics``: training cells
+    (at most) on which :func:`objective_diagnostics` runs (0: none). Returns the cells of all
+    species concatenated with the embedding in ``obsm[key]``, and the diagnostics.
     """
     cfg = config or UCEConfig()
     check_species_adatas(adatas, layer=layer)
@@ -459,7 +579,16 @@ def train_uce(
                     progress=cfg.progress)
     out = ad.AnnData(obs=stacked_obs(adatas))
     out.obsm[key] = z.astype(np.float32)
-    return UCEResult(adata=out, model=model, vocab=vocab, train=result)
+    diag = {"mean_pairwise_cosine": mean_pairwise_cosine(z)}
+    if diagnostics:
+        n = min(len(tr), int(diagnostics))
+        sub = np.sort(np.random.default_rng(cfg.seed).choice(tr, size=n, replace=False))
+        diag["train"] = objective_diagnostics(model, train_data, sub, batch_size=max(cfg.batch_size, 64),
+                                              seed=cfg.seed)
+        if len(va):
+            diag["val"] = objective_diagnostics(model, val_data, va, batch_size=max(cfg.batch_size, 64),
+                                                seed=cfg.seed + 1)
+    return UCEResult(adata=out, model=model, vocab=vocab, train=result, diagnostics=diag)
 
 
 def load_uce(path: str | os.PathLike, tokens: np.ndarray) -> tuple[UCEModel, GeneVocabulary]:
@@ -487,12 +616,14 @@ UCE_KEY_MAP: dict[str, str] = {
     "binary_decoder.": "expression_decoder.",
     "gene_embedding_layer.": "gene_proj.",
 }
-#: released keys we do not load: UCE's sinusoidal buffer (its forward never adds it)
-UCE_IGNORED = ("pos_encoder.pe",)
+#: released key of UCE's sinusoidal position buffer (max_len, 1, d_model): its forward adds it
+#: (``src = self.pos_encoder(src)``); the loader copies it into :attr:`UCEModel.positions`
+UCE_POSITIONS = "pos_encoder.pe"
 
 
 def uce_config_from_state_dict(state: Mapping[str, torch.Tensor], **overrides) -> UCEConfig:
-    """Infer the architecture of a released UCE state dict (layers, widths); ``positional_encoding`` off."""
+    """Infer the architecture of a released UCE state dict (layers, widths, ``max_len`` from the
+    position buffer); sinusoidal positions on, as the released forward adds them."""
     try:
         d_model, token_dim = state["encoder.0.weight"].shape
         d_hid = state["transformer_encoder.layers.0.linear1.weight"].shape[0]
@@ -504,8 +635,10 @@ def uce_config_from_state_dict(state: Mapping[str, torch.Tensor], **overrides) -
     dec = sorted({int(k.split(".")[1]) for k in state if k.startswith("binary_decoder.")})
     hidden = tuple(state[f"binary_decoder.{i}.0.weight"].shape[0] for i in dec[:-1])
     cfg = {"d_model": int(d_model), "d_hid": int(d_hid), "nlayers": nlayers, "output_dim": int(output_dim),
-           "head_hidden": int(head_hidden), "decoder_hidden": hidden, "positional_encoding": False,
+           "head_hidden": int(head_hidden), "decoder_hidden": hidden, "positional_encoding": True,
            "nhead": 20 if d_model % 20 == 0 else 1}
+    if UCE_POSITIONS in state:
+        cfg["max_len"] = int(state[UCE_POSITIONS].shape[0])
     cfg.update(overrides)
     return UCEConfig(**cfg)
 
@@ -519,8 +652,9 @@ def load_uce_state_dict(
 ) -> UCEModel:
     """Build a :class:`UCEModel` from a released UCE state dict (``torch.load('4layer_model.torch')``).
 
-    Weights are renamed by :data:`UCE_KEY_MAP`; every key must be used (``pos_encoder.pe`` is
-    skipped; ``pe_embedding.weight`` is the protein token table). The token table of our model is
+    Weights are renamed by :data:`UCE_KEY_MAP`; every key must be used (``pos_encoder.pe`` becomes
+    the positions the forward adds after ``encoder`` x sqrt(d_model), as in UCE's ``model.py``;
+    ``pe_embedding.weight`` is the protein token table). The token table of our model is
     ``tokens`` if given, else the rows ``token_rows`` of ``pe_embedding.weight`` (our token id ->
     UCE row), else the whole ``pe_embedding.weight``. ``nhead`` is not stored in a state dict: 20
     as released unless ``config`` says otherwise.
@@ -540,9 +674,8 @@ def load_uce_state_dict(
         raise ScpriorInputError(f"Token vectors have {table.shape[1]} dims but the checkpoint expects {token_dim}.")
     model = UCEModel(table.float(), cfg)
     mapped, unused = {}, []
+    positions = state.pop(UCE_POSITIONS, None)
     for k, v in state.items():
-        if k in UCE_IGNORED:
-            continue
         prefix = next((p for p in UCE_KEY_MAP if k.startswith(p)), None)
         if prefix is None:
             unused.append(k)
@@ -561,4 +694,10 @@ def load_uce_state_dict(
         if model.state_dict()[k].shape != v.shape:
             raise ScpriorInputError(f"Shape of {k}: checkpoint {tuple(v.shape)} vs model {tuple(model.state_dict()[k].shape)}.")
     model.load_state_dict({**mapped, "token_table": model.token_table}, strict=True)
+    if positions is not None:
+        pe = torch.as_tensor(positions, dtype=torch.float32)
+        pe = pe[:, 0, :] if pe.ndim == 3 else pe
+        if pe.ndim != 2 or pe.shape[1] != cfg.d_model:
+            raise ScpriorInputError(f"{UCE_POSITIONS} has shape {tuple(positions.shape)}; expected (max_len, 1, {cfg.d_model}).")
+        model.positions = pe.clone()
     return model.eval()

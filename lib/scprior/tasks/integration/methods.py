@@ -15,8 +15,12 @@ uce            UCE-style cell sentences of protein tokens, masked pretrain  none
 scilama        sciLaMA on ortholog genes, text + protein gene VAE           none
 ============== ============================================================ ==============
 
-"Within species" = SATURN's protocol: species-prefixed cell types, so the labels never say which
-types match across species. Every recipe takes the settings from ``params.yaml``.
+The macrogene models' embeddings are the encoder output after metric learning, not normalised, as
+SATURN stores and scores them. "Within species" = SATURN's protocol: species-prefixed cell types of *both* species, so the labels
+never say which types match across species, but the target species' labels are seen. For label
+transfer these methods are also trained once per direction with the source species' labels only
+(:func:`source_labels_only`: the target is label-free), the setting of annotating a new species.
+Every recipe takes the settings from ``params.yaml``.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from scprior.models.scilama import SciLaMAConfig, train_scilama
 from scprior.models.uce import UCEConfig, train_uce
 from scprior.tasks.integration import baselines
 from scprior.tasks.integration.data import (
+    SPECIES,
     Knowledge,
     embedded_genes,
     human_embeddings_for,
@@ -95,6 +100,13 @@ class MethodRun:
     embedding: np.ndarray
     seconds: float
     info: dict = field(default_factory=dict)
+    #: "source->target" -> embedding of a model trained without the target species' labels (only
+    #: for methods that see labels; the others never see any, so ``embedding`` serves every setting)
+    unseen: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def transfer_embedding(self, direction: str) -> np.ndarray:
+        """The embedding scored for ``direction`` in the "target labels unseen" setting."""
+        return self.unseen.get(direction, self.embedding)
 
 
 def _macrogene_config(settings: Mapping, seed: int, **overrides) -> MacrogeneIntegratorConfig:
@@ -117,10 +129,13 @@ def run_methods(task: TaskData, settings: Mapping, *, seed: int, methods: Sequen
     know = task.knowledge
     runs: dict[str, MethodRun] = {}
 
-    def done(name: str, start: float, emb: np.ndarray, **info) -> None:
-        run = MethodRun(np.asarray(emb, dtype=np.float32), time.perf_counter() - start, info)
-        if run.embedding.shape[0] != task.orthologs.n_obs or not np.isfinite(run.embedding).all():
-            raise RuntimeError(f"{name} returned a bad embedding of shape {run.embedding.shape}.")
+    def done(name: str, start: float, emb: np.ndarray, unseen: Mapping[str, np.ndarray] | None = None,
+             **info) -> None:
+        run = MethodRun(np.asarray(emb, dtype=np.float32), time.perf_counter() - start, info,
+                        {k: np.asarray(v, dtype=np.float32) for k, v in (unseen or {}).items()})
+        for e in (run.embedding, *run.unseen.values()):
+            if e.shape[0] != task.orthologs.n_obs or not np.isfinite(e).all():
+                raise RuntimeError(f"{name} returned a bad embedding of shape {e.shape}.")
         runs[name] = run
         if on_done is not None:
             on_done(name, run)
@@ -149,8 +164,9 @@ def run_methods(task: TaskData, settings: Mapping, *, seed: int, methods: Sequen
             cfg = _macrogene_config(settings, seed, label_mode="weak", adversarial_weight=0.0)
             pre = pretrain(task.hvg, {emb_set: know.embeddings[emb_set]}, config=cfg, checkpoint_dir=ckpt,
                            name=name)
-            _, _, z = metric_learn(pre, checkpoint_dir=ckpt, name=name)
-            done(name, t, z, pretrain_epochs=pre.history.epochs_run, best_epoch=pre.history.best_epoch)
+            _, _, z = metric_learn(pre, checkpoint_dir=ckpt, name=name, normalize=False)
+            done(name, t, z, unseen=source_labels_only(pre, name=name), pretrain_epochs=pre.history.epochs_run,
+                 best_epoch=pre.history.best_epoch)
     if wanted("unify", "unify_free"):
         t = time.perf_counter()
         cfg = _macrogene_config(settings, seed, label_mode="weak",
@@ -159,11 +175,13 @@ def run_methods(task: TaskData, settings: Mapping, *, seed: int, methods: Sequen
         t_pre = time.perf_counter() - t
         if wanted("unify"):
             t = time.perf_counter()
-            _, _, z = metric_learn(pre, label_mode="weak", checkpoint_dir=ckpt, name="unify")
-            done("unify", t - t_pre, z, pretrain_epochs=pre.history.epochs_run, best_epoch=pre.history.best_epoch)
+            _, _, z = metric_learn(pre, label_mode="weak", checkpoint_dir=ckpt, name="unify", normalize=False)
+            done("unify", t - t_pre, z, unseen=source_labels_only(pre, name="unify"),
+                 pretrain_epochs=pre.history.epochs_run, best_epoch=pre.history.best_epoch)
         if wanted("unify_free"):
             t = time.perf_counter()
-            _, _, z = metric_learn(pre, label_mode="clusters", checkpoint_dir=ckpt, name="unify_free")
+            _, _, z = metric_learn(pre, label_mode="clusters", checkpoint_dir=ckpt, name="unify_free",
+                                   normalize=False)
             done("unify_free", t - t_pre, z)
     if wanted("uce"):
         t = time.perf_counter()
@@ -172,7 +190,8 @@ def run_methods(task: TaskData, settings: Mapping, *, seed: int, methods: Sequen
                         checkpoint=ckpt / "uce.pt" if ckpt else None)
         done("uce", t, res.adata.obsm["X_uce"], epochs=res.train.epochs_run if res.train else 0,
              best_epoch=res.train.best_epoch if res.train else -1,
-             val_accuracy=res.train.history[res.train.best_epoch].get("val_accuracy") if res.train else None)
+             val_accuracy=res.train.history[res.train.best_epoch].get("val_accuracy") if res.train else None,
+             diagnostics=res.diagnostics)
     if wanted("scilama"):
         t = time.perf_counter()
         cfg = SciLaMAConfig(**{**dict(settings.get("scilama", {})), "seed": seed, "progress": False})
@@ -181,6 +200,18 @@ def run_methods(task: TaskData, settings: Mapping, *, seed: int, methods: Sequen
         done("scilama", t, res.adata.obsm["X_sciLaMA"], n_genes=len(res.genes),
              epochs={k: v.epochs_run for k, v in res.phases.items()})
     return runs
+
+
+def source_labels_only(pre, *, name: str, pair: Sequence[str] = SPECIES) -> dict[str, np.ndarray]:
+    """The "target labels unseen" setting: metric learning once per direction ``a->b`` with the
+    labels of ``a`` only (``b``'s cells get per-species k-means clusters as weak labels), from the
+    same label-free pretrained model. Returns ``{"a->b": embedding}`` (not checkpointed)."""
+    out = {}
+    for s, t in ((pair[0], pair[1]), (pair[1], pair[0])):
+        _, _, z = metric_learn(pre, label_mode="weak", labelled_species=[s], name=f"{name} {s} labels",
+                               normalize=False)
+        out[f"{s}->{t}"] = z
+    return out
 
 
 def scaled(adata: ad.AnnData, *, max_value: float = 10.0) -> ad.AnnData:
@@ -205,10 +236,31 @@ def with_overrides(settings: Mapping, overrides: Mapping | None) -> dict:
     return out
 
 
-def _run_seed(task: TaskData, settings: Mapping, seed: int, methods: Sequence[str], models_dir, threads: int | None):
+def fixed_threads(n: int | None) -> int:
+    """:func:`scprior.runtime.set_threads` plus the limits a seeded rerun needs to repeat exactly:
+    BLAS/OpenMP pools already loaded limited through threadpoolctl, and (``n == 1``, before JAX is
+    imported, e.g. in a fresh worker) single-threaded XLA CPU kernels for scib-metrics."""
+    import os
+
+    from threadpoolctl import threadpool_limits
+
     from scprior.runtime import set_threads
 
-    set_threads(threads)
+    n = set_threads(n)
+    if n == 1:
+        os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    threadpool_limits(limits=n)
+    return n
+
+
+def _run_seed(task: TaskData, settings: Mapping, seed: int, methods: Sequence[str], models_dir, threads: int | None,
+              worker: bool = False):
+    if worker:  # a fresh joblib process: every thread pool limited before anything runs
+        fixed_threads(threads)
+    else:
+        from scprior.runtime import set_threads
+
+        set_threads(threads)
     return run_methods(task, settings, seed=seed, methods=methods, models_dir=models_dir)
 
 
@@ -223,5 +275,5 @@ def run_seeds(task: TaskData, settings: Mapping, *, seeds: Sequence[int], method
     from joblib import Parallel, delayed
 
     out = Parallel(n_jobs=min(n_jobs, len(seeds)))(
-        delayed(_run_seed)(task, settings, s, methods, models_dir, threads) for s in seeds)
+        delayed(_run_seed)(task, settings, s, methods, models_dir, threads, True) for s in seeds)
     return dict(zip(seeds, out))

@@ -1,11 +1,11 @@
 """Scores of a cross-species embedding: scib-metrics (bio on cell type, batch on species and on
-donor within species), SATURN-style label transfer, and the cross-species cell-type tree with its
+donor within species), SATURN's label-transfer protocol, and the cross-species cell-type tree with its
 mutual-nearest-centroid score."""
 
 from __future__ import annotations
 
 import gc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import anndata as ad
 import numpy as np
@@ -15,8 +15,25 @@ from scprior.errors import ScpriorInputError
 
 
 # ------------------------------------------------------------------------------ scib-metrics
+def numba_env_matches_its_threads() -> None:
+    """scib-metrics imports umap, whose numba functions reload numba's config from the environment;
+    if ``NUMBA_NUM_THREADS`` no longer says what numba launched with (another library dropped or
+    changed it), numba raises. Put the launched value back before importing scib-metrics."""
+    import os
+    import sys
+
+    if "numba" in sys.modules:
+        from numba.np.ufunc import parallel
+
+        if parallel._is_initialized:
+            import numba
+
+            os.environ["NUMBA_NUM_THREADS"] = str(numba.config.NUMBA_NUM_THREADS)
+
+
 def sklearn_neighbors(x: np.ndarray, k: int):
     """Exact Euclidean kNN (self included) as scib-metrics ``NeighborsResults`` (fast on small data)."""
+    numba_env_matches_its_threads()
     from scib_metrics.nearest_neighbors import NeighborsResults
     from sklearn.neighbors import NearestNeighbors
 
@@ -38,6 +55,7 @@ def scib_benchmark(adata: ad.AnnData, embedding_keys: Sequence[str], *, label_ke
     the ``Metric Type`` row), columns = metrics (scib-metrics' own names) and the aggregates
     ``Bio conservation``, ``Batch correction``, ``Total``.
     """
+    numba_env_matches_its_threads()
     from scib_metrics.benchmark import BatchCorrection, Benchmarker, BioConservation
 
     for key in [*embedding_keys, pre_key]:
@@ -93,44 +111,116 @@ def donor_batch_scores(adata: ad.AnnData, embedding_keys: Sequence[str], *, labe
 
 
 # ---------------------------------------------------------------------------- label transfer
-def label_transfer(emb: np.ndarray, labels: Sequence[str], species: Sequence[str], *, source: str, target: str,
-                   C: float = 0.1, min_cells: int = 5, seed: int = 0) -> dict[str, float]:
-    """Train logistic regression on ``source`` cells (standardised embedding), predict ``target`` cells.
+#: SATURN's classifier strength (score_adata.py, classify_cell_types): fixed, never tuned
+SATURN_C = 0.005
+TRANSFER_PROTOCOL = (
+    "SATURN classify_cell_types (score_adata.py): LogisticRegression(C=0.005, multinomial lbfgs, "
+    "random_state=0) on the raw embedding (no scaling), fit on a seeded 80% of the source species' cells; "
+    "every target cell scored, predictions mapped through the cell-type map (shared Cell Ontology names), "
+    "target types the source lacks count as errors; accuracy and balanced accuracy beside a prior-class "
+    "dummy and the ceiling (fraction of target cells whose type the source has)")
 
-    Cell types with fewer than ``min_cells`` source cells are not learned; target cells of types the
-    classifier does not know are left out (as SATURN scores through a cell-type map). Returns
-    accuracy, balanced accuracy (mean recall over the evaluated target types), and counts.
+
+def saturn_label_transfer(emb: np.ndarray, labels: Sequence[str], species: Sequence[str], *, source: str,
+                          target: str, seed: int = 0, C: float = SATURN_C, train_fraction: float = 0.8,
+                          cell_type_map: Mapping[str, str] | None = None) -> dict[str, float]:
+    """SATURN's label-transfer score from ``source`` to ``target`` cells of ``emb`` (n_cells, d).
+
+    As SATURN's ``classify_cell_types``: the raw embedding (no standardising), a multinomial
+    ``LogisticRegression(C=0.005, random_state=0)`` fit on a random ``train_fraction`` of the source
+    cells (split seeded by ``seed``), and **every** target cell predicted; a predicted source type
+    is mapped through ``cell_type_map`` (default: identity, the Baron labels share Cell Ontology
+    names) and a target cell whose type the source lacks is always an error. Returns ``accuracy``,
+    ``balanced_accuracy`` (mean recall over the target's true types), ``dummy`` (accuracy of a
+    prior-class :class:`~sklearn.dummy.DummyClassifier` fit on the same cells), ``ceiling`` (the
+    fraction of target cells whose type the source has: the most any classifier can reach),
+    ``source_test_accuracy`` (on the held-out 20% of the source), ``n_target`` and ``n_types``.
     """
+    import warnings
+
+    from sklearn.dummy import DummyClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.model_selection import train_test_split
 
-    emb = np.asarray(emb)
+    emb = np.asarray(emb, dtype=np.float64)
     labels = np.asarray(labels).astype(str)
     species = np.asarray(species).astype(str)
-    src, tgt = species == source, species == target
-    if not src.any() or not tgt.any():
-        raise ScpriorInputError(f"label transfer needs cells of both {source!r} and {target!r}.")
-    counts = pd.Series(labels[src]).value_counts()
-    known = set(counts[counts >= min_cells].index)
-    train = src & np.isin(labels, list(known))
-    test = tgt & np.isin(labels, list(known))
-    if len(known) < 2 or not test.any():
-        raise ScpriorInputError(f"Too few shared cell types to score transfer {source}->{target}.")
-    scaler = StandardScaler().fit(emb[train])
-    clf = LogisticRegression(C=C, max_iter=2000, random_state=seed).fit(scaler.transform(emb[train]), labels[train])
-    pred = clf.predict(scaler.transform(emb[test]))
-    return {"accuracy": float(accuracy_score(labels[test], pred)),
-            "balanced_accuracy": float(balanced_accuracy_score(labels[test], pred)),
-            "n_test": int(test.sum()), "n_types": int(len(set(labels[test])))}
+    if emb.ndim != 2 or len(emb) != len(labels) or len(labels) != len(species):
+        raise ScpriorInputError(f"embedding {emb.shape}, labels ({len(labels)}) and species ({len(species)}) "
+                                "must describe the same cells.")
+    if not np.isfinite(emb).all():
+        raise ScpriorInputError("The embedding has NaN/inf values; label transfer needs finite values.")
+    src, tgt = np.flatnonzero(species == source), np.flatnonzero(species == target)
+    if len(src) < 2 or not len(tgt):
+        raise ScpriorInputError(f"label transfer needs cells of both {source!r} and {target!r} "
+                                f"(has {sorted(set(species))}).")
+    if len(set(labels[src])) < 2:
+        raise ScpriorInputError(f"The {source} cells have fewer than two cell types; nothing to transfer.")
+    mapping = dict(cell_type_map) if cell_type_map is not None else {t: t for t in set(labels[src])}
+    train, held = train_test_split(src, test_size=1.0 - train_fraction, random_state=int(seed))
+    clf = LogisticRegression(C=C, random_state=0, max_iter=1000).fit(emb[train], labels[train])
+    dummy = DummyClassifier(strategy="prior").fit(emb[train], labels[train])
+    truth = labels[tgt]
+
+    def mapped(pred: np.ndarray) -> np.ndarray:
+        return np.asarray([mapping.get(p, "\x00unmapped") for p in pred], dtype=object).astype(str)
+
+    pred = mapped(clf.predict(emb[tgt]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # predicted classes absent from the target: sklearn warns
+        bal = balanced_accuracy_score(truth, pred)
+    reachable = set(mapping.values())
+    return {"accuracy": float(accuracy_score(truth, pred)), "balanced_accuracy": float(bal),
+            "dummy": float(accuracy_score(truth, mapped(dummy.predict(emb[tgt])))),
+            "ceiling": float(np.isin(truth, list(reachable)).mean()),
+            "source_test_accuracy": float(accuracy_score(labels[held], clf.predict(emb[held]))) if len(held) else float("nan"),
+            "n_target": int(len(tgt)), "n_types": int(len(set(truth)))}
 
 
-def transfer_both_ways(emb: np.ndarray, labels: Sequence[str], species: Sequence[str], *,
+def transfer_both_ways(emb: np.ndarray | Mapping[str, np.ndarray], labels: Sequence[str], species: Sequence[str], *,
                        pair: tuple[str, str] = ("human", "mouse"), **kw) -> dict[str, dict[str, float]]:
-    """:func:`label_transfer` a->b and b->a, keyed ``"a->b"``."""
+    """:func:`saturn_label_transfer` a->b and b->a, keyed ``"a->b"``.
+
+    ``emb`` is one embedding for both directions, or a mapping ``{"a->b": emb, "b->a": emb}``
+    (e.g. a model trained with the labels of the source species only, once per direction).
+    """
     a, b = pair
-    return {f"{a}->{b}": label_transfer(emb, labels, species, source=a, target=b, **kw),
-            f"{b}->{a}": label_transfer(emb, labels, species, source=b, target=a, **kw)}
+    out = {}
+    for s, t in ((a, b), (b, a)):
+        d = f"{s}->{t}"
+        e = emb[d] if isinstance(emb, Mapping) else emb
+        out[d] = saturn_label_transfer(e, labels, species, source=s, target=t, **kw)
+    return out
+
+
+# ------------------------------------------------------------------------- within-species kNN
+def within_species_knn(emb: np.ndarray, labels: Sequence[str], species: Sequence[str], *, k: int = 15,
+                       folds: int = 5, seed: int = 0) -> dict[str, float]:
+    """Per species: balanced accuracy of a ``k``-nearest-neighbour classifier (Euclidean) in
+    ``folds``-fold cross-validation on that species' cells alone (stratified, seeded). How much
+    cell-type structure an embedding keeps, whatever it does across species."""
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.neighbors import KNeighborsClassifier
+
+    emb = np.asarray(emb, dtype=np.float64)
+    labels = np.asarray(labels).astype(str)
+    species = np.asarray(species).astype(str)
+    out = {}
+    for s in sorted(set(species)):
+        idx = np.flatnonzero(species == s)
+        if len(idx) < folds * 2 or len(set(labels[idx])) < 2:
+            raise ScpriorInputError(f"{s}: too few cells or cell types for {folds}-fold kNN.")
+        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=int(seed))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # types with fewer cells than folds
+            pred = cross_val_predict(KNeighborsClassifier(n_neighbors=int(min(k, len(idx) // 2))), emb[idx],
+                                     labels[idx], cv=cv)
+            out[s] = float(balanced_accuracy_score(labels[idx], pred))
+    return out
 
 
 # ------------------------------------------------------------------------------ cell-type tree

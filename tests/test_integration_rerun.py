@@ -1,0 +1,53 @@
+"""A seeded rerun of the integration task repeats its numbers exactly: methods trained in
+parallel seeds (joblib processes, one thread each) give the same embeddings on a rerun, and so do
+the scores (scib-metrics with its JAX k-means, SATURN transfer, kNN, tree)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from integration_helpers import one_torch_thread  # noqa: F401
+
+from scprior.tasks.integration import evaluation as ev
+from scprior.tasks.integration import methods as mt
+
+SETTINGS = {
+    "baselines": {"n_pcs": 10, "scvi_latent": 5, "scvi_epochs": 2, "scvi_batch_size": 64},
+    "macrogenes": {"n_macrogenes": 16, "hidden_dim": 16, "latent_dim": 8, "pretrain_epochs": 2, "metric_epochs": 1,
+                   "n_clusters": 4, "batch_size": 64, "l1_weight": 0.001, "patience": 5},
+    "uce": {"d_model": 8, "nhead": 2, "d_hid": 16, "nlayers": 1, "output_dim": 8, "head_hidden": 8,
+            "decoder_hidden": [8], "sample_size": 16, "n_positive": 4, "n_negative": 4, "epochs": 1,
+            "batch_size": 64},
+}
+METHODS = ["pca", "harmony", "scvi", "saturn", "uce"]
+
+
+@pytest.fixture(scope="module")
+def task(processed_dir, knowledge_dir):
+    return mt.prepare_task(processed_dir, knowledge_dir, n_hvg=300, n_hvg_orthologs=300, max_cells=80, seed=0)
+
+
+def _same_runs(a, b) -> None:
+    assert list(a) == list(b)
+    for seed in a:
+        for m in a[seed]:
+            np.testing.assert_array_equal(a[seed][m].embedding, b[seed][m].embedding, err_msg=f"{m} seed {seed}")
+            for d in a[seed][m].unseen:
+                np.testing.assert_array_equal(a[seed][m].unseen[d], b[seed][m].unseen[d], err_msg=f"{m} {d}")
+
+
+@pytest.mark.slow
+def test_seeded_rerun_repeats_embeddings_and_scores_exactly(task):
+    """As ``dvc repro`` runs it: seeds in parallel processes (n_jobs=2), one thread each."""
+    first = mt.run_seeds(task, SETTINGS, seeds=[0, 1], methods=METHODS, n_jobs=2, threads=1)
+    again = mt.run_seeds(task, SETTINGS, seeds=[0, 1], methods=METHODS, n_jobs=2, threads=1)
+    _same_runs(first, again)
+    assert not np.array_equal(first[0]["saturn"].embedding, first[1]["saturn"].embedding)
+    assert set(first[0]["saturn"].unseen) == {"human->mouse", "mouse->human"}
+    kw = {"donor_batch": False, "kbet": False}
+    rec1, tab1 = ev.evaluate_seeds(task.obs, first, n_jobs=2, threads=1, **kw)
+    rec2, tab2 = ev.evaluate_seeds(task.obs, again, n_jobs=2, threads=1, **kw)
+    cols = [c for c in rec1.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(rec1[cols], rec2[cols], check_exact=True)
+    pd.testing.assert_frame_equal(tab1[0], tab2[0], check_exact=True)
