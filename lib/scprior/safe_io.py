@@ -110,6 +110,17 @@ def load_torch_tensors(path: str | os.PathLike, *, allowed: Iterable[type] = (),
         ) from None
 
 
+#: Globals a pickle of plain data may name: builtin containers and numbers, numpy arrays/scalars.
+PLAIN_DATA_GLOBALS: dict[tuple[str, str], Any] = {
+    **{("builtins", n): None for n in ("dict", "list", "set", "frozenset", "tuple", "str", "int", "float",
+                                       "bool", "bytes", "complex")},
+    ("collections", "OrderedDict"): None,
+    ("numpy", "ndarray"): None,
+    ("numpy", "dtype"): None,
+    **{(m, n): None for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")},
+}
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Rebuilds only the ``(module, name)`` globals it is given; anything else is refused."""
 
@@ -142,6 +153,7 @@ def load_pickle_restricted(path: str | os.PathLike, *, allowed: Mapping[tuple[st
     except Exception as exc:  # noqa: BLE001 - a hostile pickle can raise anything
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ScpriorInputError(
-            f"{what} {path} cannot be read safely: {detail}. scprior reads pickles holding plain data "
-            "only; obtain an intact copy or convert the file to a plain format (CSV, Parquet)."
+            f"{what} {path} cannot be read safely: {detail}. scprior refuses to unpickle code and reads "
+            "pickles holding plain data only; obtain an intact copy or convert the file to a plain "
+            "format (CSV, Parquet, JSON)."
         ) from None

@@ -24,9 +24,7 @@ embedding does not depend on the other cells in the file; padding is masked exac
 
 from __future__ import annotations
 
-import io
 import os
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -49,7 +47,7 @@ from scprior.models.uce import (
     uce_config_from_state_dict,
 )
 from scprior.runtime import pick_device
-from scprior.safe_io import load_torch_tensors
+from scprior.safe_io import load_pickle_restricted, load_torch_tensors
 
 #: UCE's rows of the special tokens in ``all_tokens.torch`` (eval_single_anndata.py defaults)
 RELEASED_PAD, RELEASED_CHROM_END, RELEASED_CLS = 0, 2, 3
@@ -72,26 +70,12 @@ PROTEIN_FILES = {
 
 
 # --------------------------------------------------------------------------- safe readers
-class _PlainUnpickler(pickle.Unpickler):
-    """Builds dicts, lists, strings and numbers only: any class or function reference is refused."""
-
-    def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
-        raise ScpriorInputError(
-            f"The pickle refers to {module}.{name}; only plain dicts of strings and integers are read "
-            "(a pickle that names code could run it). Re-save the offsets as {species: int}.")
-
-
 def read_species_offsets(path: str | os.PathLike) -> dict[str, int]:
     """UCE's ``species_offsets.pkl`` -> ``{species: row offset}``, without running any code."""
     path = Path(path)
     if not path.is_file():
         raise ScpriorInputError(f"No species offsets file at {path} (UCE's species_offsets.pkl).")
-    try:
-        obj = _PlainUnpickler(io.BytesIO(path.read_bytes())).load()
-    except ScpriorInputError:
-        raise
-    except Exception as err:  # noqa: BLE001 - any unreadable pickle is a user input problem
-        raise ScpriorInputError(f"{path} is not a readable pickle of {{species: offset}}: {err}") from err
+    obj = load_pickle_restricted(path, allowed={}, what="UCE species offsets pickle")
     if not isinstance(obj, dict) or not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
                                             for k, v in obj.items()):
         raise ScpriorInputError(f"{path} must hold a dict {{species name: integer row offset}}.")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,12 @@ from scprior.models.genecompass.api import FORMAT, GeneCompass
 from scprior.models.genecompass.encoding import MASK, N_SPECIAL, PAD
 from scprior.models.genecompass.model import GeneCompassConfig, GeneCompassModel
 from scprior.models.genecompass.tokens import SPECIAL_TOKENS, GeneVocab
-from scprior.safe_io import load_torch_tensors, save_torch_atomic
+from scprior.safe_io import (
+    PLAIN_DATA_GLOBALS,
+    load_pickle_restricted,
+    load_torch_tensors,
+    save_torch_atomic,
+)
 
 #: GeneCompass prior name (config flag ``use_<name>``, buffer ``<name>_knowledge``) -> ours, in their concat order
 RELEASED_PRIORS = {"promoter": "promoter", "co_exp": "coexp", "gene_family": "family", "peca_grn": "grn"}
@@ -69,35 +73,9 @@ def load_genecompass(path: str | os.PathLike, *, device: str = "cpu") -> GeneCom
     return GeneCompass(model.to(device), GeneVocab.from_dict(state["vocab"]), dict(state.get("info", {})))
 
 
-# ------------------------------------------------------------------------ safe pickles
-class _PlainUnpickler(pickle.Unpickler):
-    _ALLOWED = {
-        ("builtins", n) for n in ("dict", "list", "set", "frozenset", "tuple", "str", "int", "float", "bool",
-                                  "bytes", "complex")
-    } | {("collections", "OrderedDict"), ("numpy", "ndarray"), ("numpy", "dtype"),
-         ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
-
-    def find_class(self, module: str, name: str):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"{module}.{name}")
-
-
 def safe_pickle_load(path: str | os.PathLike, *, what: str = "pickle") -> object:
     """Load a pickle of plain data (dicts, lists, str, numbers, numpy arrays); refuse anything else."""
-    path = Path(path)
-    if not path.is_file():
-        raise ScpriorInputError(f"{what} {path} does not exist.")
-    try:
-        with path.open("rb") as fh:
-            return _PlainUnpickler(fh).load()
-    except pickle.UnpicklingError as exc:
-        raise ScpriorInputError(
-            f"{what} {path} asks to rebuild {exc}, which is not plain data; scprior refuses to unpickle "
-            "code. Re-save it as a dict of str -> int/float (or JSON).") from None
-    except Exception as exc:  # noqa: BLE001 - corrupt pickles raise many types
-        raise ScpriorInputError(f"{what} {path} cannot be read ({type(exc).__name__}: {exc}).") from None
+    return load_pickle_restricted(path, allowed=PLAIN_DATA_GLOBALS, what=what)
 
 
 # ---------------------------------------------------------------------- released layout
