@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from scprior.errors import ScpriorInputError
-from scprior.tasks.perturbation_baselines import (
+from scprior.tasks.perturbation.baselines import (
     Additive,
     KnowledgeRegressor,
     LinearGeneEmbedding,

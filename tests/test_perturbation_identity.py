@@ -14,7 +14,7 @@ from scprior.data.perturbation_data import GeneIndex, PerturbationData, perturba
 from scprior.data.perturbation_splits import holdout_split, load_split, save_split
 from scprior.models.perturbation_transformer import DeepConfig, PerturbationTransformer
 from scprior.tasks import perturbation as pt
-from scprior.tasks.perturbation_baselines import Combined, ResidualKnowledge
+from scprior.tasks.perturbation.baselines import Combined, ResidualKnowledge
 
 GENES = ["A", "B", "C", "D", "E", "F"]
 CTRL = np.array([1.0, 2.0, 0.5, 0.0, 3.0, 1.0])
@@ -70,7 +70,7 @@ def test_methods_below_the_coverage_threshold_are_skipped_with_their_coverage(en
 
 
 def test_linear_model_with_a_knowledge_embedding_predicts_unmeasured_genes():
-    from scprior.tasks.perturbation_baselines import LinearGeneEmbedding
+    from scprior.tasks.perturbation.baselines import LinearGeneEmbedding
 
     rng = np.random.default_rng(1)
     genes = [f"G{i}" for i in range(30)]

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from perturbation_fixtures import make_gears_adata
 
-from scprior.tasks.perturbation_gi import doubles_with_singles, gi_coefficients, gi_recovery
-from scprior.tasks.perturbation_metrics import (
+from scprior.tasks.perturbation.gi import doubles_with_singles, gi_coefficients, gi_recovery
+from scprior.tasks.perturbation.metrics import (
     condition_metrics,
     control_mean,
     evaluate_conditions,

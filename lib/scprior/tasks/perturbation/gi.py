@@ -20,7 +20,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from scprior.data.perturbations import CONTROL, canonical_condition, parse_condition
-from scprior.tasks.perturbation_metrics import pearson
+from scprior.tasks.perturbation.metrics import pearson
 
 
 def gi_coefficients(delta_a: np.ndarray, delta_b: np.ndarray, delta_ab: np.ndarray) -> dict[str, float]:
