@@ -143,13 +143,15 @@ class CellSource:
         return out
 
     def chunks(self, chunk_size: int, *, skip: Sequence[int] | set[int] = (), rank: int = 0,
-               world: int = 1) -> Iterator[Chunk]:
-        """Chunks of at most ``chunk_size`` cells, in order. ``skip``: chunk indices not to read
-        (finished ones when resuming); ``rank``/``world``: read only chunks ``i % world == rank``."""
+               world: int = 1, order: Sequence[int] | None = None) -> Iterator[Chunk]:
+        """Chunks of at most ``chunk_size`` cells, in order (or in ``order``, chunk indices).
+        ``skip``: chunk indices not to read (finished ones when resuming); ``rank``/``world``: read
+        only chunks ``i % world == rank``."""
         skip = set(int(s) for s in skip)
         bounds = self.boundaries(chunk_size)
         starts = np.concatenate([[0], np.cumsum(self.sizes)])
-        todo = [i for i in range(len(bounds)) if i not in skip and i % world == rank]
+        order = range(len(bounds)) if order is None else [int(i) for i in order]
+        todo = [i for i in order if i not in skip and i % world == rank]
         if self._adata is not None:
             a = self._adata
             for i in todo:
