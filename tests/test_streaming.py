@@ -163,3 +163,9 @@ def test_chunk_embedders_equal_each_models_whole_data_embedding(tmp_path):
     gc = build_model(vocab, {}, gcfg, seed=0)
     z = embed_to_npy(src, genecompass_chunk_embedder(gc, "human"), tmp_path / "gc.npy", chunk_size=17)
     np.testing.assert_allclose(z, gc.embed(gc.encode(human, "human")), atol=1e-5)
+
+
+def test_gene_aligner_keeps_empty_rows_and_drops_unknown_genes_per_row():
+    x = sp.csr_matrix(np.array([[0, 0, 0], [1, 0, 2], [0, 3, 0], [0, 0, 0]], dtype=np.float32))
+    out = GeneAligner(["c", "A"]).align(x, ["A", "B", "C"])
+    np.testing.assert_array_equal(out.toarray(), [[0, 0], [2, 1], [0, 0], [0, 0]])

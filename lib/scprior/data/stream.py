@@ -204,10 +204,17 @@ class GeneAligner:
         x = _csr32(counts)
         remap = np.full(x.shape[1], -1, dtype=np.int64)
         remap[src] = dst
-        coo = x.tocoo()
-        keep = remap[coo.col] >= 0
-        return sp.csr_matrix((coo.data[keep], (coo.row[keep], remap[coo.col[keep]])),
-                             shape=(x.shape[0], len(self.target)), dtype=np.float32)
+        cols = remap[x.indices]
+        keep = cols >= 0
+        if keep.all():
+            data, indptr = x.data, x.indptr
+        else:
+            data, cols = x.data[keep], cols[keep]
+            indptr = np.concatenate([[0], np.cumsum(keep)])[x.indptr]  # kept entries before each row
+        out = sp.csr_matrix((data, cols.astype(np.int32), indptr), shape=(x.shape[0], len(self.target)))
+        if np.any(np.diff(dst) < 0):
+            out.sort_indices()
+        return out
 
 
 def write_shards(adata: ad.AnnData, folder: str | os.PathLike, *, cells_per_shard: int,

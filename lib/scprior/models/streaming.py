@@ -23,14 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 from torch.nn import functional as F
 
 from scprior.data.species import get_species
 from scprior.data.stream import CellSource, Chunk, GeneAligner
 from scprior.errors import ScpriorInputError
-from scprior.models.batching import predict_batches
 from scprior.safe_io import check_writable, write_text_atomic
 
 ChunkEmbedder = Callable[[Chunk], np.ndarray]
@@ -104,25 +102,43 @@ def embed_to_npy(source: CellSource, embed_fn: ChunkEmbedder, out: str | os.Path
 
 # ------------------------------------------------------------------------- chunk embedders
 def macrogene_chunk_embedder(model, axis: pd.DataFrame, species: str, *, normalize: bool = True,
-                             batch_size: int = 1024) -> ChunkEmbedder:
-    """Chunks of ``species`` cells -> the macrogene integrator's embedding (as
-    :func:`scprior.models.macrogene_integrator.embed`; genes aligned to the axis once per var_names)."""
+                             batch_size: int = 512) -> ChunkEmbedder:
+    """Chunks of ``species`` cells -> the macrogene integrator's embedding, the same maths as
+    :func:`scprior.models.macrogene_integrator.embed` (eval mode: ``encoder(cat_k ReLU(LayerNorm(
+    log1p(x) @ W_k)))``), computed on the cell's species block only: ``log1p`` of the detected
+    counts scattered into one reused dense buffer per batch, one product with every set's ``W``
+    side by side. Genes are aligned to the axis once per distinct ``var_names``."""
     name = get_species(species).name
     mask = (axis["species"] == name).to_numpy()
     if not mask.any():
         raise ScpriorInputError(f"The model was not trained on {name}; it knows {sorted(axis['species'].unique())}.")
     aligner = GeneAligner(axis.loc[mask, "gene"].tolist())
-    offset = int(np.flatnonzero(mask)[0])
-    code = pd.unique(axis["species"]).tolist().index(name)
-    device = next(model.parameters()).device
+    lo = int(np.flatnonzero(mask)[0])
+    n_block = int(mask.sum())
     model.eval()
-    fn = (lambda x, s: F.normalize(model.encode(x, s), dim=1)) if normalize else model.encode
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        names = list(model.macrogenes)
+        w = torch.cat([model.macrogenes[k].weights()[lo:lo + n_block] for k in names], dim=1).detach()
+        widths = [model.macrogenes[k].n_macrogenes for k in names]
+    buf = torch.zeros(batch_size, n_block, device="cpu")
+    flat = buf.numpy().reshape(-1)
 
+    @torch.no_grad()
     def embed(chunk: Chunk) -> np.ndarray:
         block = aligner.align(chunk.counts, chunk.adata.var_names)
-        full = sp.csr_matrix((block.data, block.indices + offset, block.indptr), shape=(block.shape[0], len(axis)))
-        codes = torch.full((block.shape[0],), code, dtype=torch.long)
-        return predict_batches(fn, full, codes, device=device, batch_size=batch_size)
+        out = []
+        for a in range(0, block.shape[0], batch_size):
+            rows = block[a:a + batch_size]
+            n = rows.shape[0]
+            buf.zero_()
+            r = np.repeat(np.arange(n), np.diff(rows.indptr))
+            flat[r * n_block + rows.indices] = np.log1p(rows.data)
+            act = buf[:n].to(device) @ w
+            parts = [F.relu(model.norms[k](p)) for k, p in zip(names, torch.split(act, widths, dim=1))]
+            z = model.encoder(torch.cat(parts, dim=1))
+            out.append((F.normalize(z, dim=1) if normalize else z).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, model.config.latent_dim), dtype=np.float32)
 
     return embed
 
