@@ -259,6 +259,7 @@ def main() -> None:
     ap.add_argument("--train-batch", type=int, default=256)
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--out", default=str(ROOT / "figures" / "benchmarks" / "scale"))
+    ap.add_argument("--replot", nargs="+", metavar="JSON", help="merge result JSONs of earlier runs, print, plot")
     ap.add_argument("--one", nargs=2, metavar=("MODEL", "CELLS"), help=argparse.SUPPRESS)
     ap.add_argument("--train-one", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -270,9 +271,17 @@ def main() -> None:
         if out is not None:
             print(json.dumps(out))
         return
-    sizes = [2_000, 10_000] if args.quick else sorted(args.sizes)
     machine = (f"{os.cpu_count()} CPU cores ({os.uname().machine}), 1 thread per process, torch CPU; "
                "cores shared with other jobs while measured")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        runs = [json.loads(Path(f).read_text()) for f in args.replot]
+        rows = [r for run in runs for r in run["embedding"]]
+        train = [r for run in runs for r in run["training"]]
+        save(out, machine, rows, train)
+        return
+    sizes = [2_000, 10_000] if args.quick else sorted(args.sizes)
     rows = []
     print(f"{'model':<12}{'cells':>10}{'embed s':>10}{'cells/s':>10}{'peak MiB':>10}{'gen s':>8}", flush=True)
     for model in args.models:
@@ -284,10 +293,9 @@ def main() -> None:
             if r is None:
                 continue
             rows.append(r)
+            save(out, machine, rows, [], quiet=True)
             print(f"{model:<12}{n:>10}{r['embed_s']:>10.1f}{r['cells_per_s']:>10.0f}{r['peak_rss_mib']:>10.0f}"
                   f"{r['generate_s']:>8.1f}", flush=True)
-    fits = {m: exponent([r for r in rows if r["model"] == m]) for m in args.models}
-    print("exponent of time vs cells: " + ", ".join(f"{m} {e:.2f}" for m, e in fits.items()))
     train = []
     if args.train:
         for procs in (1, 2):
@@ -301,13 +309,28 @@ def main() -> None:
                 train.append(r)
                 print(f"training (macrogene pretrain, {args.train} cells, global batch {args.train_batch}): "
                       f"{procs} process(es) {r['cells_per_s']:.0f} cells/s ({r['seconds']:.1f} s)", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    (out.with_suffix(".json")).write_text(json.dumps({"machine": machine, "embedding": rows, "exponents": fits,
-                                                      "training": train}, indent=1))
+    save(out, machine, rows, train)
+
+
+def save(out: Path, machine: str, rows: list[dict], train: list[dict], *, quiet: bool = False) -> None:
+    """Write the JSON (and, unless ``quiet``, print the table and exponents and draw the plot)."""
+    models = [m for m in MODELS if any(r["model"] == m for r in rows)]
+    fits = {m: exponent(sorted((r for r in rows if r["model"] == m), key=lambda r: r["cells"])) for m in models}
+    out.with_suffix(".json").write_text(json.dumps({"machine": machine, "embedding": rows, "exponents": fits,
+                                                    "training": train}, indent=1))
+    if quiet:
+        return
+    print("| model | cells | embed s | cells/s | peak RSS MiB | generation s |\n|---|---|---|---|---|---|")
+    for r in sorted(rows, key=lambda r: (MODELS.index(r["model"]), r["cells"])):
+        print(f"| {r['model']} | {r['cells']:,} | {r['embed_s']:.1f} | {r['cells_per_s']:.0f} | {r['peak_rss_mib']:.0f} "
+              f"| {r['generate_s']:.1f} |")
+    print("exponent of time vs cells: " + ", ".join(f"{m} {e:.2f}" for m, e in fits.items()))
+    for r in train:
+        print(f"training (macrogene pretrain, {r['cells']} cells, global batch {r['batch_size']}): "
+              f"{r['processes']} process(es) {r['cells_per_s']:.0f} cells/s ({r['seconds']:.1f} s)")
     if rows:
         plot(rows, out.with_suffix(".png"), machine)
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+    print(f"wrote {out.with_suffix('.json')}" + (f" and {out.with_suffix('.png')}" if rows else ""))
 
 
 if __name__ == "__main__":
