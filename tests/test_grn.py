@@ -238,6 +238,25 @@ def test_grnboost2_recovers_a_planted_edge():
     assert scores.loc["G1"].drop("G1").idxmax() == "G7"
 
 
+@pytest.mark.slow
+def test_arboreto_runs_on_the_cluster_named_by_scprior_dask_scheduler(monkeypatch):
+    """A scheduler reached by address (here a loopback one; on a cluster ``dask scheduler`` on one
+    machine and ``dask worker tcp://host:8786`` on the others) runs the same seeded regressions."""
+    from distributed import LocalCluster
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(80, 6))
+    x[:, 4] = x[:, 0] + 0.1 * rng.normal(size=80)
+    genes, tfs = [f"G{i}" for i in range(6)], ["G0", "G1"]
+    local = baselines.arboreto_scores(x, genes, tfs, "grnboost2", n_workers=1, seed=0, n_estimators=20)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
+                      host="127.0.0.1") as cluster:
+        monkeypatch.setenv("SCPRIOR_DASK_SCHEDULER", cluster.scheduler_address)
+        remote = baselines.arboreto_scores(x, genes, tfs, "grnboost2", seed=0, n_estimators=20)
+        assert cluster.scheduler.transition_counter > 0  # the work went to that scheduler
+    pd.testing.assert_frame_equal(remote, local)
+
+
 # ----------------------------------------------------------------------------- SERGIO (simulated)
 def _toy_regulon(seed=0):
     rng = np.random.default_rng(seed)

@@ -64,3 +64,37 @@ def set_threads(n: int | None = None) -> int:
     except ImportError:  # pragma: no cover
         pass
     return n
+
+
+# ------------------------------------------------------------------------- torch.distributed
+def dist_info() -> tuple[int, int]:
+    """``(rank, world_size)`` of the initialised default process group, else ``(0, 1)``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_rank0() -> bool:
+    """True in a single process and on rank 0 of a distributed run (the one that writes files)."""
+    return dist_info()[0] == 0
+
+
+def init_distributed(backend: str | None = None) -> tuple[int, int]:
+    """Join the process group that ``torchrun`` describes (``WORLD_SIZE`` > 1 in the environment).
+
+    Backend: NCCL when CUDA is visible, else gloo (CPU). Does nothing in a plain single process or
+    when the group is already initialised. Returns ``(rank, world_size)``.
+    """
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return dist_info()
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
+    return dist_info()

@@ -83,3 +83,48 @@ def predict_batches(fn: Callable[..., torch.Tensor], matrix: Any, *arrays: Any, 
         batch = [b.to(device) for b in batch]
         outs.append(fn(*batch).detach().cpu().numpy())
     return np.concatenate(outs, axis=0)
+
+
+class ChunkBatches:
+    """Mini-batches streamed from a :class:`scprior.data.stream.CellSource`, for :func:`~scprior.models.training.fit`.
+
+    ``transform(chunk) -> (counts CSR aligned to the model's genes, *per-cell arrays)`` (gene
+    alignment per chunk, e.g. with :class:`~scprior.data.stream.GeneAligner`). Each iteration
+    (epoch) visits the chunks in a fresh seeded order (``shuffle``) and the cells of a chunk in a
+    seeded random order; batches never span chunks. Only one chunk is in memory at a time.
+    Under ``torch.distributed`` every rank walks the same order and keeps its contiguous part of
+    each global batch (a :class:`~scprior.models.training.ShardedBatch`), as ``fit`` expects.
+    """
+
+    def __init__(self, source, transform: Callable, *, batch_size: int = 256, chunk_size: int = 20_000,
+                 shuffle: bool = True, seed: int = 0) -> None:
+        self.source, self.transform = source, transform
+        self.batch_size, self.chunk_size, self.shuffle, self.seed = int(batch_size), int(chunk_size), shuffle, int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return sum(-(-(hi - lo) // self.batch_size) for _, lo, hi in self.source.boundaries(self.chunk_size))
+
+    def __iter__(self):
+        from scprior.models.training import ShardedBatch, shard_slice
+        from scprior.runtime import dist_info
+
+        rank, world = dist_info()
+        rng = np.random.default_rng([self.seed, self.epoch])
+        self.epoch += 1
+        n_chunks = self.source.n_chunks(self.chunk_size)
+        order = rng.permutation(n_chunks) if self.shuffle else np.arange(n_chunks)
+        for chunk in self.source.chunks(self.chunk_size, order=order):
+            matrix, *arrays = self.transform(chunk)
+            matrix = matrix.tocsr()
+            arrays = [a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a)) for a in arrays]
+            cells = rng.permutation(matrix.shape[0]) if self.shuffle else np.arange(matrix.shape[0])
+            for lo in range(0, len(cells), self.batch_size):
+                idx = cells[lo:lo + self.batch_size]
+                weight = 1.0
+                if world > 1:
+                    mine, weight = shard_slice(len(idx), rank, world)
+                    idx = idx[mine]
+                x = torch.as_tensor(matrix[idx].toarray().astype(np.float32, copy=False))
+                batch = (x, *[a[torch.as_tensor(idx)] for a in arrays])
+                yield ShardedBatch(batch, weight) if world > 1 else batch

@@ -5,6 +5,15 @@ A model supplies a *loss function* ``loss_fn(model, batch, epoch) -> dict[str, T
 ``"loss"`` entry is minimised; other entries (scalars) are logged. Multi-phase recipes (e.g.
 pretraining then metric learning) call :func:`fit` once per phase with different loss functions.
 The best epoch is chosen on the validation loss only, never on labels of evaluated cells.
+
+Distributed data parallel: under ``torchrun --nproc_per_node=N`` (``WORLD_SIZE`` > 1) :func:`fit`
+joins the process group itself (NCCL on GPUs, gloo on CPUs), wraps the loss computation in
+:class:`~torch.nn.parallel.DistributedDataParallel` and gives every rank its share of each *global*
+batch: a DataLoader's batch of ``B`` cells (the same seeded order on every rank) is cut into
+``N`` contiguous parts and each rank's mean loss is weighted by ``local cells * N / B`` before
+DDP averages the gradients, so one step equals the single-process step on the whole batch for any
+loss that is a mean over cells (dropout masks and in-batch losses such as triplets differ). Logged
+losses are averaged over ranks; only rank 0 shows progress and writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ import torch
 from torch import nn
 
 from scprior.errors import ScpriorInputError
-from scprior.runtime import pick_device, seed_everything
+from scprior.runtime import init_distributed, pick_device, seed_everything
 from scprior.safe_io import check_writable, load_torch_tensors, save_torch_atomic
 
 LossFn = Callable[[nn.Module, Any, int], Mapping[str, torch.Tensor]]
@@ -131,15 +140,73 @@ def load_checkpoint(path: str | os.PathLike, *, what: str = "checkpoint") -> dic
     return state
 
 
-def _run_epoch(model, loss_fn, loader, epoch, device, optimizer=None, grad_clip=None) -> dict[str, float]:
+@dataclass
+class ShardedBatch:
+    """One rank's share of a global batch; ``weight`` = local cells x world size / global cells
+    (0 for a rank whose share is empty: it then computes on one repeated cell that counts nothing)."""
+
+    batch: Any
+    weight: float
+
+
+def shard_slice(n: int, rank: int, world: int) -> tuple[np.ndarray, float]:
+    """Rows of a global batch of ``n`` that ``rank`` takes (contiguous parts) and their weight."""
+    mine = np.array_split(np.arange(n), world)[rank]
+    weight = len(mine) * world / n if n else 0.0
+    if not len(mine):
+        mine = np.asarray([n - 1])
+    return mine, float(weight)
+
+
+class _RankCollate:
+    """Collates only this rank's part of the global batch the sampler gave (see :func:`shard_loader`)."""
+
+    def __init__(self, collate: Callable, rank: int, world: int) -> None:
+        self.collate, self.rank, self.world = collate, rank, world
+
+    def __call__(self, items: list) -> ShardedBatch:
+        mine, weight = shard_slice(len(items), self.rank, self.world)
+        return ShardedBatch(self.collate([items[int(i)] for i in mine]), weight)
+
+
+def shard_loader(loader: Iterable, rank: int, world: int) -> Iterable:
+    """``loader`` for one rank of ``world``: a map-style DataLoader keeps its sampler and generator
+    (so every rank draws the same global batches) and collates only its rank's part. Anything else
+    (e.g. :class:`scprior.models.batching.ChunkBatches`) is returned as is: it shards itself."""
+    from torch.utils.data import DataLoader, IterableDataset
+
+    if world <= 1 or not isinstance(loader, DataLoader) or loader.batch_sampler is None \
+            or isinstance(loader.dataset, IterableDataset):
+        return loader
+    return DataLoader(loader.dataset, batch_sampler=loader.batch_sampler,
+                      collate_fn=_RankCollate(loader.collate_fn, rank, world), generator=loader.generator,
+                      num_workers=loader.num_workers, pin_memory=loader.pin_memory)
+
+
+class _LossModule(nn.Module):
+    """The loss computation as a module, so DistributedDataParallel's forward runs it."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, batch: Any, epoch: int) -> Mapping[str, torch.Tensor]:
+        return self.loss_fn(self.model, batch, epoch)
+
+
+def _run_epoch(model, loss_fn, loader, epoch, device, optimizer=None, grad_clip=None, net=None,
+               world: int = 1) -> dict[str, float]:
     train = optimizer is not None
     model.train(train)
     sums: dict[str, float] = {}
     n = 0
     with torch.set_grad_enabled(train):
         for batch in loader:
+            weight = 1.0
+            if isinstance(batch, ShardedBatch):
+                batch, weight = batch.batch, batch.weight
             batch = move_to(batch, device)
-            out = loss_fn(model, batch, epoch)
+            out = net(batch, epoch) if (train and net is not None) else loss_fn(model, batch, epoch)
             loss = out["loss"]
             if not torch.isfinite(loss):
                 raise FloatingPointError(
@@ -147,13 +214,21 @@ def _run_epoch(model, loss_fn, loader, epoch, device, optimizer=None, grad_clip=
                 )
             if train:
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * weight if weight != 1.0 else loss).backward()
                 if grad_clip:
                     nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
                 optimizer.step()
             for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * weight
             n += 1
+    if world > 1:  # global batch means: sum of weighted rank means / world, then over batches
+        import torch.distributed as dist
+
+        keys = sorted(sums)
+        t = torch.tensor([sums[k] for k in keys] + [float(n)], dtype=torch.float64)
+        dist.all_reduce(t)
+        sums = {k: float(v) / world for k, v in zip(keys, t[:-1])}
+        n = int(round(float(t[-1]) / world))
     if n == 0:
         raise ValueError("The data loader yielded no batches; is the split empty?")
     return {k: v / n for k, v in sums.items()}
@@ -176,13 +251,25 @@ def fit(
     ``config.restore_best=False`` keeps the last epoch instead (a fixed budget, nothing selected). With
     ``checkpoint`` the best state dict is saved atomically there together with the config, the
     history and ``extra_state`` (anything the model needs to be rebuilt).
+    Under ``torchrun`` (see the module docstring) the same call trains data-parallel; rank 0 writes.
     """
     cfg = config or TrainConfig()
-    if checkpoint is not None:
+    rank, world = init_distributed()
+    if checkpoint is not None and rank == 0:
         check_writable(Path(checkpoint).parent)  # fail now, not after the run
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
+    if world > 1 and device == "cuda":
+        device = f"cuda:{torch.cuda.current_device()}"
     model.to(device)
+    net = None
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(_LossModule(model, loss_fn), find_unused_parameters=True,
+                                      device_ids=[torch.device(device)] if device.startswith("cuda") else None)
+        train_loader = shard_loader(train_loader, rank, world)
+        val_loader = shard_loader(val_loader, rank, world) if val_loader is not None else None
     opt = optimizer or _optimizer(model.parameters(), cfg)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, cfg.lr_decay) if cfg.lr_decay else None
     result = TrainResult(device=device)
@@ -192,15 +279,17 @@ def fit(
 
     epochs: Iterable[int] = range(cfg.max_epochs)
     bar = None
-    if cfg.progress:
+    if cfg.progress and rank == 0:
         from tqdm.auto import tqdm
 
         bar = tqdm(epochs, desc=cfg.desc, unit="epoch", leave=False)
         epochs = bar
     for epoch in epochs:
-        row = {f"train_{k}": v for k, v in _run_epoch(model, loss_fn, train_loader, epoch, device, opt, cfg.grad_clip).items()}
+        row = {f"train_{k}": v for k, v in _run_epoch(model, loss_fn, train_loader, epoch, device, opt, cfg.grad_clip,
+                                                        net=net, world=world).items()}
         if val_loader is not None:
-            row.update({f"val_{k}": v for k, v in _run_epoch(model, loss_fn, val_loader, epoch, device).items()})
+            row.update({f"val_{k}": v for k, v in _run_epoch(model, loss_fn, val_loader, epoch, device,
+                                                             world=world).items()})
         monitor = row["val_loss"] if val_loader is not None else row["train_loss"]
         row["epoch"] = epoch
         result.history.append(row)
@@ -225,7 +314,7 @@ def fit(
         result.best_epoch = len(result.history) - 1
         result.best_val_loss = float(monitor)
     result.seconds = time.perf_counter() - start
-    if checkpoint is not None:
+    if checkpoint is not None and rank == 0:
         state = {
             "model_state": {k: v.detach().cpu() for k, v in best_state.items()},
             "train_config": asdict(cfg),
@@ -234,6 +323,11 @@ def fit(
             **dict(extra_state or {}),
         }
         result.checkpoint = str(save_checkpoint(state, checkpoint))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # the checkpoint exists before any rank goes on
+        result.checkpoint = str(checkpoint) if checkpoint is not None else None
     return result
 
 

@@ -15,6 +15,7 @@ Every function returns a :class:`pandas.DataFrame` TFs x genes (higher = more li
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -83,8 +84,10 @@ def arboreto_scores(x, genes: Sequence[str], tfs: Sequence[str], method: str = "
                     client=None, n_workers: int = 1, seed: int = 0, n_estimators: int | None = None) -> pd.DataFrame:
     """GRNBoost2 / GENIE3 importances of each TF for every gene (arboreto on dask.distributed).
 
-    ``client``: an existing ``distributed.Client``; else a ``LocalCluster`` with ``n_workers``
-    single-threaded worker processes is started and closed. ``n_estimators`` overrides arboreto's
+    ``client``: an existing ``distributed.Client``; else, if the environment variable
+    ``SCPRIOR_DASK_SCHEDULER`` holds a scheduler address (``tcp://host:8786``: a multi-machine
+    cluster started with ``dask scheduler`` / ``dask worker``), a client of that cluster; else a
+    ``LocalCluster`` with ``n_workers`` single-threaded worker processes is started and closed. ``n_estimators`` overrides arboreto's
     tree count (GENIE3's 1,000 random-forest trees per target cost minutes per hundred targets on
     two cores). Genes no TF explains (no regression, e.g. constant) score 0.
     """
@@ -104,8 +107,14 @@ def arboreto_scores(x, genes: Sequence[str], tfs: Sequence[str], method: str = "
         links, _meta = core.create_graph(x, genes, tfs, regressor, kwargs, c, include_meta=True, seed=seed)
         return links.compute()
 
+    address = os.environ.get("SCPRIOR_DASK_SCHEDULER", "").strip()
     if client is not None:
         links = run(client)
+    elif address:
+        from distributed import Client
+
+        with Client(address) as c:
+            links = run(c)
     else:
         from distributed import Client, LocalCluster
 
