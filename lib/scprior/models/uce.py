@@ -55,6 +55,8 @@ from scprior.runtime import seed_everything
 
 PAD, CLS, CHROM_END = 0, 1, 2
 N_SPECIAL = 3
+#: how :func:`cell_sentence` weights a cell's expressed genes: log1p(count) (UCE) or the count
+SAMPLE_WEIGHTS = ("log1p", "counts")
 
 
 # ---------------------------------------------------------------------------------- config
@@ -73,6 +75,13 @@ class UCEConfig:
     positional_encoding: bool = True  # sinusoidal positions, added as the released UCE forward does
     max_len: int = 1536
     sample_size: int = 1024
+    #: draw probability of an expressed gene: "log1p" ~ log1p(count) as UCE; "counts" ~ count (a
+    #: downsampling of the cell's reads). With ~1,600 expressed genes per Baron cell, 64 log1p draws
+    #: carry almost no cell type (benchmarks/uce_diagnose.py); count draws carry as much as PCA does
+    sample_weights: str = "log1p"
+    #: multiply the unit-norm cell vector by sqrt(output_dim) at the decoder input, so it has the
+    #: per-feature scale of the LayerNorm'd gene projection beside it (released UCE: no scaling)
+    decoder_cell_scale: bool = False
     mask_fraction: float = 0.2
     n_positive: int = 32
     n_negative: int = 32
@@ -96,6 +105,8 @@ class UCEConfig:
             raise ScpriorInputError(f"d_model ({self.d_model}) must be divisible by nhead ({self.nhead}).")
         if self.negatives not in ("matched", "uniform"):
             raise ScpriorInputError(f"negatives must be 'matched' or 'uniform', got {self.negatives!r}.")
+        if self.sample_weights not in SAMPLE_WEIGHTS:
+            raise ScpriorInputError(f"sample_weights must be one of {SAMPLE_WEIGHTS}, got {self.sample_weights!r}.")
 
 
 # ------------------------------------------------------------------------------ vocabulary
@@ -182,18 +193,19 @@ def build_vocabulary(protein: Mapping[str, GeneEmbeddings], gene_tables: Mapping
 # ---------------------------------------------------------------------------- sentences
 def cell_sentence(local: np.ndarray, counts: np.ndarray, gene_tokens: np.ndarray, gene_chrom: np.ndarray,
                   chrom_tokens: np.ndarray, *, sample_size: int, length: int,
-                  rng: np.random.Generator) -> tuple[np.ndarray, int]:
+                  rng: np.random.Generator, weights: str = "log1p") -> tuple[np.ndarray, int]:
     """One cell sentence (``length`` token ids, PAD-filled) and its number of real tokens.
 
     ``local``: indices (into the species' genomic-order arrays ``gene_tokens``/``gene_chrom``) of the
     genes to sample from, ``counts`` their counts (> 0). Genes are drawn with replacement with
-    p ~ log1p(count), grouped by chromosome in a random chromosome order, sorted by genomic start.
+    p ~ log1p(count) (``weights="counts"``: p ~ count), grouped by chromosome in a random chromosome
+    order, sorted by genomic start.
     """
     out = np.full(length, PAD, dtype=np.int64)
     out[0] = CLS
     if len(local) == 0:
         return out, 1
-    w = np.log1p(counts.astype(np.float64))
+    w = counts.astype(np.float64) if weights == "counts" else np.log1p(counts.astype(np.float64))
     idx = rng.choice(local, size=sample_size, replace=True, p=w / w.sum())
     chrom = gene_chrom[idx]
     perm = rng.permutation(len(chrom_tokens))
@@ -310,7 +322,7 @@ class SentenceData(torch.utils.data.Dataset):
                     q_w[k, cfg.n_positive:] = 1.0
             tokens[k], _ = cell_sentence(sample_local, sample_counts, blk["tokens"], blk["chrom"],
                                          blk["chrom_tokens"], sample_size=cfg.sample_size, length=self.length,
-                                         rng=rng)
+                                         rng=rng, weights=cfg.sample_weights)
         out = (torch.as_tensor(tokens),)
         if self.queries:
             out += (torch.as_tensor(q_tok), torch.as_tensor(q_y), torch.as_tensor(q_w))
@@ -431,6 +443,8 @@ class UCEModel(nn.Module):
     def expression_logits(self, cell: torch.Tensor, gene_tokens: torch.Tensor) -> torch.Tensor:
         """Logits (B, Q) that each queried gene (token ids, B x Q) is expressed in each cell (B x out)."""
         g = self.gene_proj(self.token_table[gene_tokens])
+        if self.config.decoder_cell_scale:
+            cell = cell * math.sqrt(cell.shape[1])
         c = cell[:, None, :].expand(-1, gene_tokens.shape[1], -1)
         return self.expression_decoder(torch.cat([c, g], dim=-1)).squeeze(-1)
 
