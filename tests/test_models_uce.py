@@ -290,3 +290,38 @@ def test_uce_embedding_is_not_collapsed_and_the_decoder_reads_the_cell():
     uniform = UCEConfig(**{**TINY, "negatives": "uniform"}, epochs=0)
     assert train_uce(adatas, protein, tables, config=uniform, diagnostics=120).diagnostics["train"][
         "cell_blind_auroc"] > 0.5
+
+
+def test_count_weighted_sentences_follow_the_counts():
+    """``weights="counts"`` draws a gene in proportion to its count (a downsampling of the reads);
+    UCE's log1p weights flatten a 1,000-count marker to ~7 one-count genes."""
+    gene_tokens = np.arange(100, 120)
+    gene_chrom = np.zeros(20, dtype=np.int64)
+    local = np.arange(20)
+    counts = np.r_[1000.0, np.ones(19)]
+    share = {}
+    for w in ("log1p", "counts"):
+        toks, _ = cell_sentence(local, counts, gene_tokens, gene_chrom, np.array([10]), sample_size=2000,
+                                length=2003, rng=np.random.default_rng(0), weights=w)
+        share[w] = float(np.mean(toks[2:2002] == 100))
+    assert abs(share["counts"] - 1000 / 1019) < 0.02
+    assert abs(share["log1p"] - np.log1p(1000) / (np.log1p(1000) + 19 * np.log1p(1))) < 0.03
+    with pytest.raises(ScpriorInputError, match="sample_weights"):
+        UCEConfig(**TINY, sample_weights="sqrt")
+
+
+def test_decoder_cell_scale_and_released_defaults():
+    sd = _uce_layout_state_dict()
+    cfg = uce_config_from_state_dict(sd, nhead=2)
+    # the released forward and predict: log1p sentences, unscaled cell vector at the decoder
+    assert cfg.sample_weights == "log1p" and cfg.decoder_cell_scale is False
+    plain = load_uce_state_dict(sd, config=cfg)
+    scaled = load_uce_state_dict(sd, config=uce_config_from_state_dict(sd, nhead=2, decoder_cell_scale=True))
+    tokens = torch.randint(3, 30, (4, 11))
+    tokens[:, 0] = CLS
+    genes = torch.randint(3, 30, (4, 5))
+    with torch.no_grad():
+        cell = plain(tokens)
+        torch.testing.assert_close(scaled(tokens), cell)
+        torch.testing.assert_close(scaled.expression_logits(cell, genes),
+                                   plain.expression_logits(cell * math.sqrt(cell.shape[1]), genes))
