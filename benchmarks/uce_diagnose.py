@@ -30,7 +30,6 @@ from scprior.models.uce import (
     build_vocabulary,
     masked_expression_loss,
     mean_pairwise_cosine,
-    sentence_loader,
     train_uce,
 )
 from scprior.runtime import set_threads
@@ -111,12 +110,56 @@ def sentence_content(adata, know, labels, species, *, sizes=(64, 128, 256, 1024)
     return out
 
 
+def oracle_decoder(adata, know, cfg: UCEConfig, *, epochs: int = 15, n_pcs: int = 32) -> dict:
+    """Can the objective be solved from a cell vector that surely carries the cell type? The
+    decoder alone (gene projection + expression decoder) trained on the training queries with each
+    cell's PCA coordinates (unit norm, like the encoder's output) as its cell vector; held-out
+    decoder accuracy with the real vs shuffled PCA vectors. A gap near 0 here means the queries,
+    not the encoder, carry too little cell signal."""
+    from sklearn.decomposition import PCA
+
+    x = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+    pcs = PCA(n_pcs, random_state=0).fit_transform(x)
+    cell_vec = torch.as_tensor(pcs / np.linalg.norm(pcs, axis=1, keepdims=True), dtype=torch.float32)
+    vocab = build_vocabulary(know.embeddings["protein"], know.gene_tables, seed=cfg.token_seed)
+    cfg = UCEConfig(**{**vars(cfg), "output_dim": n_pcs})
+    model = UCEModel(vocab.tokens, cfg)
+    data = SentenceData(vocab, {"human": adata}, cfg, mode="train", seed=0)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(adata.n_obs)
+    tr, va = order[: int(0.8 * len(order))], order[int(0.8 * len(order)):]
+    params = list(model.gene_proj.parameters()) + list(model.expression_decoder.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr)
+    torch.manual_seed(0)
+    for _ in range(epochs):
+        for b in np.array_split(rng.permutation(tr), max(1, len(tr) // cfg.batch_size)):
+            _, q_tok, q_y, q_w = data.collate(list(b))
+            logits = model.expression_logits(cell_vec[b], q_tok)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, q_y, weight=q_w)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    data.mode = "fixed"
+    _, q_tok, q_y, q_w = data.collate(list(va))
+    with torch.no_grad():
+        real = model.expression_logits(cell_vec[va], q_tok)
+        shuf = model.expression_logits(torch.roll(cell_vec[va], 1, dims=0), q_tok)
+    w = q_w > 0
+
+    def acc(lg):
+        return float(((lg > 0).float() == q_y)[w].float().mean())
+
+    return {"oracle_acc": round(acc(real), 4), "oracle_acc_shuffled": round(acc(shuf), 4),
+            "oracle_gap": round(acc(real) - acc(shuf), 4)}
+
+
 def trained(adatas, know, cfg: UCEConfig, labels, species) -> dict:
     t = time.perf_counter()
     res = train_uce(adatas, know.embeddings["protein"], know.gene_tables, config=cfg, diagnostics=600)
     z = res.adata.obsm["X_uce"]
-    hist = res.train.history
-    return {"seconds": round(time.perf_counter() - t, 1), "epochs": len(hist), "best_epoch": res.train.best_epoch,
+    hist = res.train.history if res.train else []
+    return {"seconds": round(time.perf_counter() - t, 1), "epochs": len(hist),
+            "best_epoch": res.train.best_epoch if res.train else -1,
             "val_loss": [round(h["val_loss"], 4) for h in hist],
             "gap_train": round(res.diagnostics["train"]["decoder_gap"], 4),
             "gap_val": round(res.diagnostics["val"]["decoder_gap"], 4),
@@ -133,6 +176,8 @@ def main() -> None:
     p.add_argument("--species", default="human")
     p.add_argument("--variants", default="base")
     p.add_argument("--static", action="store_true")
+    p.add_argument("--oracle", action="store_true", help="decoder alone on PCA cell vectors")
+    p.add_argument("--oracle-epochs", type=int, default=15)
     p.add_argument("--content", action="store_true", help="bag-of-genes kNN per sample size and weighting")
     args = p.parse_args()
     set_threads(1)
@@ -153,21 +198,38 @@ def main() -> None:
         sc.pp.highly_variable_genes(x, n_top_genes=2000, flavor="seurat")
         pca = baselines.pca_embedding(x[:, x.var["highly_variable"]], n_comps=50)
         print("pca", s, within_species_knn(pca, labels[species == s], species[species == s]))
+    if args.oracle:
+        for name in filter(None, args.variants.split(",")):
+            print("oracle", name, args.oracle_epochs, json.dumps(oracle_decoder(adatas["human"], know, UCEConfig(
+                **{**BASE, **variants_of().get(name, {}), "epochs": 0}), epochs=args.oracle_epochs)), flush=True)
+        return
     if args.content:
         print("sentence bag-of-genes kNN", json.dumps(sentence_content(adatas["human"], know, labels, species)))
-    variants = {
+    variants = variants_of()
+    for name in filter(None, args.variants.split(",")):
+        cfg = UCEConfig(**{**BASE, **variants.get(name, {}), "epochs": args.epochs})
+        print(name, json.dumps(trained(adatas, know, cfg, labels, species)), flush=True)
+
+
+def variants_of() -> dict[str, dict]:
+    return {
         "base": {},
         "counts": {"sample_weights": "counts"},
         "counts_scaled": {"sample_weights": "counts", "decoder_cell_scale": True},
         "scaled": {"decoder_cell_scale": True},
         "counts_scaled_lr3e-4": {"sample_weights": "counts", "decoder_cell_scale": True, "lr": 3e-4},
+        "counts_scaled_mean": {"sample_weights": "counts", "decoder_cell_scale": True, "pooling": "mean"},
+        "counts_mean": {"sample_weights": "counts", "pooling": "mean"},
+        "counts_pos": {"sample_weights": "counts", "positive_weights": "counts"},
+        "counts_pos_scaled": {"sample_weights": "counts", "positive_weights": "counts", "decoder_cell_scale": True},
+        "counts_pos_scaled_mean": {"sample_weights": "counts", "positive_weights": "counts",
+                                   "decoder_cell_scale": True, "pooling": "mean"},
+        "batchneg": {"sample_weights": "counts", "negatives": "batch"},
+        "batchneg_pos": {"sample_weights": "counts", "negatives": "batch", "positive_weights": "counts"},
         "counts_scaled_b16": {"sample_weights": "counts", "decoder_cell_scale": True, "batch_size": 16},
         "counts_scaled_b16_lr3e-3": {"sample_weights": "counts", "decoder_cell_scale": True, "batch_size": 16,
                                      "lr": 3e-3},
     }
-    for name in filter(None, args.variants.split(",")):
-        cfg = UCEConfig(**{**BASE, **variants.get(name, {}), "epochs": args.epochs})
-        print(name, json.dumps(trained(adatas, know, cfg, labels, species)), flush=True)
 
 
 if __name__ == "__main__":
