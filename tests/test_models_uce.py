@@ -325,3 +325,37 @@ def test_decoder_cell_scale_and_released_defaults():
         torch.testing.assert_close(scaled(tokens), cell)
         torch.testing.assert_close(scaled.expression_logits(cell, genes),
                                    plain.expression_logits(cell * math.sqrt(cell.shape[1]), genes))
+
+
+def test_batch_negatives_are_other_cells_positives_the_cell_lacks():
+    from scprior.models.uce import SentenceData
+
+    adatas, protein, tables = _block_types(n_cells=40, n_genes=30)
+    vocab = build_vocabulary(protein, tables)
+    cfg = UCEConfig(**{**TINY, "negatives": "batch", "positive_weights": "counts"})
+    data = SentenceData(vocab, adatas, cfg, mode="fixed", seed=0)
+    tokens, q_tok, q_y, q_w = data.collate(list(range(40)))
+    n_pos = cfg.n_positive
+    positives = set(q_tok[:, :n_pos][q_w[:, :n_pos] > 0].tolist())
+    counts = adatas["human"].layers["counts"].toarray()
+    token_of = dict(zip(vocab.genes["symbol"], vocab.genes["token"]))
+    for c in range(40):
+        expressed = {token_of[g] for g, v in zip(adatas["human"].var_names, counts[c]) if v > 0 and g in token_of}
+        neg = q_tok[c, n_pos:][q_w[c, n_pos:] > 0].tolist()
+        assert neg and not set(neg) & expressed and set(neg) <= positives
+        assert set(q_tok[c, :n_pos].tolist()) <= expressed and (q_y[c, :n_pos] == 1).all()
+    again = data.collate(list(range(40)))
+    assert all(torch.equal(a, b) for a, b in zip((tokens, q_tok, q_y, q_w), again))
+    with pytest.raises(ScpriorInputError, match="positive_weights"):
+        UCEConfig(**TINY, positive_weights="log")
+    with pytest.raises(ScpriorInputError, match="pooling"):
+        UCEConfig(**TINY, pooling="max")
+
+
+def test_mean_pooling_ignores_padding():
+    torch.manual_seed(0)
+    model = UCEModel(torch.randn(20, 6), UCEConfig(**{**TINY, "dropout": 0.0, "pooling": "mean"})).eval()
+    short = torch.tensor([[CLS, 5, 6, 7, CHROM_END]])
+    padded = torch.cat([short, torch.full((1, 6), PAD)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(short), model(padded), atol=1e-5, rtol=1e-5)
