@@ -178,6 +178,7 @@ def main() -> None:
     p.add_argument("--static", action="store_true")
     p.add_argument("--oracle", action="store_true", help="decoder alone on PCA cell vectors")
     p.add_argument("--oracle-epochs", type=int, default=15)
+    p.add_argument("--hvg", type=int, default=0, help="keep only this many HVGs (sentences and queries)")
     p.add_argument("--content", action="store_true", help="bag-of-genes kNN per sample size and weighting")
     args = p.parse_args()
     set_threads(1)
@@ -198,6 +199,11 @@ def main() -> None:
         sc.pp.highly_variable_genes(x, n_top_genes=2000, flavor="seurat")
         pca = baselines.pca_embedding(x[:, x.var["highly_variable"]], n_comps=50)
         print("pca", s, within_species_knn(pca, labels[species == s], species[species == s]))
+    if args.hvg:
+        for s, a in list(adatas.items()):
+            x = a.copy()
+            sc.pp.highly_variable_genes(x, n_top_genes=args.hvg, flavor="seurat")
+            adatas[s] = a[:, x.var["highly_variable"].to_numpy()].copy()
     if args.oracle:
         for name in filter(None, args.variants.split(",")):
             print("oracle", name, args.oracle_epochs, json.dumps(oracle_decoder(adatas["human"], know, UCEConfig(
