@@ -232,6 +232,8 @@ def variants_of() -> dict[str, dict]:
                                    "decoder_cell_scale": True, "pooling": "mean"},
         "batchneg": {"sample_weights": "counts", "negatives": "batch"},
         "batchneg_pos": {"sample_weights": "counts", "negatives": "batch", "positive_weights": "counts"},
+        "counts_pos_scaled_lr2e-3": {"sample_weights": "counts", "positive_weights": "counts",
+                                     "decoder_cell_scale": True, "lr": 2e-3},
         "counts_scaled_b16": {"sample_weights": "counts", "decoder_cell_scale": True, "batch_size": 16},
         "counts_scaled_b16_lr3e-3": {"sample_weights": "counts", "decoder_cell_scale": True, "batch_size": 16,
                                      "lr": 3e-3},
