@@ -290,3 +290,72 @@ def test_uce_embedding_is_not_collapsed_and_the_decoder_reads_the_cell():
     uniform = UCEConfig(**{**TINY, "negatives": "uniform"}, epochs=0)
     assert train_uce(adatas, protein, tables, config=uniform, diagnostics=120).diagnostics["train"][
         "cell_blind_auroc"] > 0.5
+
+
+def test_count_weighted_sentences_follow_the_counts():
+    """``weights="counts"`` draws a gene in proportion to its count (a downsampling of the reads);
+    UCE's log1p weights flatten a 1,000-count marker to ~7 one-count genes."""
+    gene_tokens = np.arange(100, 120)
+    gene_chrom = np.zeros(20, dtype=np.int64)
+    local = np.arange(20)
+    counts = np.r_[1000.0, np.ones(19)]
+    share = {}
+    for w in ("log1p", "counts"):
+        toks, _ = cell_sentence(local, counts, gene_tokens, gene_chrom, np.array([10]), sample_size=2000,
+                                length=2003, rng=np.random.default_rng(0), weights=w)
+        share[w] = float(np.mean(toks[2:2002] == 100))
+    assert abs(share["counts"] - 1000 / 1019) < 0.02
+    assert abs(share["log1p"] - np.log1p(1000) / (np.log1p(1000) + 19 * np.log1p(1))) < 0.03
+    with pytest.raises(ScpriorInputError, match="sample_weights"):
+        UCEConfig(**TINY, sample_weights="sqrt")
+
+
+def test_decoder_cell_scale_and_released_defaults():
+    sd = _uce_layout_state_dict()
+    cfg = uce_config_from_state_dict(sd, nhead=2)
+    # the released forward and predict: log1p sentences, unscaled cell vector at the decoder
+    assert cfg.sample_weights == "log1p" and cfg.decoder_cell_scale is False
+    plain = load_uce_state_dict(sd, config=cfg)
+    scaled = load_uce_state_dict(sd, config=uce_config_from_state_dict(sd, nhead=2, decoder_cell_scale=True))
+    tokens = torch.randint(3, 30, (4, 11))
+    tokens[:, 0] = CLS
+    genes = torch.randint(3, 30, (4, 5))
+    with torch.no_grad():
+        cell = plain(tokens)
+        torch.testing.assert_close(scaled(tokens), cell)
+        torch.testing.assert_close(scaled.expression_logits(cell, genes),
+                                   plain.expression_logits(cell * math.sqrt(cell.shape[1]), genes))
+
+
+def test_batch_negatives_are_other_cells_positives_the_cell_lacks():
+    from scprior.models.uce import SentenceData
+
+    adatas, protein, tables = _block_types(n_cells=40, n_genes=30)
+    vocab = build_vocabulary(protein, tables)
+    cfg = UCEConfig(**{**TINY, "negatives": "batch", "positive_weights": "counts"})
+    data = SentenceData(vocab, adatas, cfg, mode="fixed", seed=0)
+    tokens, q_tok, q_y, q_w = data.collate(list(range(40)))
+    n_pos = cfg.n_positive
+    positives = set(q_tok[:, :n_pos][q_w[:, :n_pos] > 0].tolist())
+    counts = adatas["human"].layers["counts"].toarray()
+    token_of = dict(zip(vocab.genes["symbol"], vocab.genes["token"]))
+    for c in range(40):
+        expressed = {token_of[g] for g, v in zip(adatas["human"].var_names, counts[c]) if v > 0 and g in token_of}
+        neg = q_tok[c, n_pos:][q_w[c, n_pos:] > 0].tolist()
+        assert neg and not set(neg) & expressed and set(neg) <= positives
+        assert set(q_tok[c, :n_pos].tolist()) <= expressed and (q_y[c, :n_pos] == 1).all()
+    again = data.collate(list(range(40)))
+    assert all(torch.equal(a, b) for a, b in zip((tokens, q_tok, q_y, q_w), again))
+    with pytest.raises(ScpriorInputError, match="positive_weights"):
+        UCEConfig(**TINY, positive_weights="log")
+    with pytest.raises(ScpriorInputError, match="pooling"):
+        UCEConfig(**TINY, pooling="max")
+
+
+def test_mean_pooling_ignores_padding():
+    torch.manual_seed(0)
+    model = UCEModel(torch.randn(20, 6), UCEConfig(**{**TINY, "dropout": 0.0, "pooling": "mean"})).eval()
+    short = torch.tensor([[CLS, 5, 6, 7, CHROM_END]])
+    padded = torch.cat([short, torch.full((1, 6), PAD)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(short), model(padded), atol=1e-5, rtol=1e-5)

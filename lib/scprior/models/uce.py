@@ -55,6 +55,8 @@ from scprior.runtime import seed_everything
 
 PAD, CLS, CHROM_END = 0, 1, 2
 N_SPECIAL = 3
+#: how :func:`cell_sentence` weights a cell's expressed genes: log1p(count) (UCE) or the count
+SAMPLE_WEIGHTS = ("log1p", "counts")
 
 
 # ---------------------------------------------------------------------------------- config
@@ -73,11 +75,30 @@ class UCEConfig:
     positional_encoding: bool = True  # sinusoidal positions, added as the released UCE forward does
     max_len: int = 1536
     sample_size: int = 1024
+    #: draw probability of an expressed gene: "log1p" ~ log1p(count) as UCE; "counts" ~ count (a
+    #: downsampling of the cell's reads). With ~1,600 expressed genes per Baron cell, 64 log1p draws
+    #: carry almost no cell type (benchmarks/uce_diagnose.py); count draws carry as much as PCA does
+    sample_weights: str = "log1p"
+    #: multiply the unit-norm cell vector by sqrt(output_dim) at the decoder input, so it has the
+    #: per-feature scale of the LayerNorm'd gene projection beside it (released UCE: no scaling)
+    decoder_cell_scale: bool = False
+    #: the cell vector read from the transformer output: "cls" (UCE: the CLS position) or "mean"
+    #: (mean over the sentence's non-padding positions, CLS included)
+    pooling: str = "cls"
+    #: which masked genes are queried as positives: "uniform" (any masked expressed gene) or
+    #: "counts" (p ~ count). On sparse data most expressed genes are detected by chance, and then
+    #: even a decoder given the cell's true PCA coordinates cannot beat a shuffled cell
+    #: (benchmarks/uce_diagnose.py --oracle); count-weighted positives are the genes a cell
+    #: really expresses
+    positive_weights: str = "uniform"
     mask_fraction: float = 0.2
     n_positive: int = 32
     n_negative: int = 32
     #: negatives matched to the positives' gene-detection frequency (bins of equal gene counts), so
-    #: "how common is this gene" alone cannot tell them apart; "uniform" = UCE's own draw
+    #: "how common is this gene" alone cannot tell them apart; "uniform" = UCE's own draw;
+    #: "batch": genes queried as positives in other cells of the batch (same species) that this
+    #: cell does not express, so a gene is a positive in one cell and a negative in another and
+    #: neither its frequency nor its identity answers without the cell (matched if none)
     negatives: str = "matched"
     frequency_bins: int = 50
     epochs: int = 10
@@ -94,8 +115,14 @@ class UCEConfig:
         self.decoder_hidden = tuple(int(h) for h in self.decoder_hidden)
         if self.d_model % self.nhead:
             raise ScpriorInputError(f"d_model ({self.d_model}) must be divisible by nhead ({self.nhead}).")
-        if self.negatives not in ("matched", "uniform"):
-            raise ScpriorInputError(f"negatives must be 'matched' or 'uniform', got {self.negatives!r}.")
+        if self.negatives not in ("matched", "uniform", "batch"):
+            raise ScpriorInputError(f"negatives must be 'matched', 'uniform' or 'batch', got {self.negatives!r}.")
+        if self.positive_weights not in ("uniform", "counts"):
+            raise ScpriorInputError(f"positive_weights must be 'uniform' or 'counts', got {self.positive_weights!r}.")
+        if self.pooling not in ("cls", "mean"):
+            raise ScpriorInputError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}.")
+        if self.sample_weights not in SAMPLE_WEIGHTS:
+            raise ScpriorInputError(f"sample_weights must be one of {SAMPLE_WEIGHTS}, got {self.sample_weights!r}.")
 
 
 # ------------------------------------------------------------------------------ vocabulary
@@ -182,18 +209,19 @@ def build_vocabulary(protein: Mapping[str, GeneEmbeddings], gene_tables: Mapping
 # ---------------------------------------------------------------------------- sentences
 def cell_sentence(local: np.ndarray, counts: np.ndarray, gene_tokens: np.ndarray, gene_chrom: np.ndarray,
                   chrom_tokens: np.ndarray, *, sample_size: int, length: int,
-                  rng: np.random.Generator) -> tuple[np.ndarray, int]:
+                  rng: np.random.Generator, weights: str = "log1p") -> tuple[np.ndarray, int]:
     """One cell sentence (``length`` token ids, PAD-filled) and its number of real tokens.
 
     ``local``: indices (into the species' genomic-order arrays ``gene_tokens``/``gene_chrom``) of the
     genes to sample from, ``counts`` their counts (> 0). Genes are drawn with replacement with
-    p ~ log1p(count), grouped by chromosome in a random chromosome order, sorted by genomic start.
+    p ~ log1p(count) (``weights="counts"``: p ~ count), grouped by chromosome in a random chromosome
+    order, sorted by genomic start.
     """
     out = np.full(length, PAD, dtype=np.int64)
     out[0] = CLS
     if len(local) == 0:
         return out, 1
-    w = np.log1p(counts.astype(np.float64))
+    w = counts.astype(np.float64) if weights == "counts" else np.log1p(counts.astype(np.float64))
     idx = rng.choice(local, size=sample_size, replace=True, p=w / w.sum())
     chrom = gene_chrom[idx]
     perm = rng.permutation(len(chrom_tokens))
@@ -281,6 +309,7 @@ class SentenceData(torch.utils.data.Dataset):
         q_tok = np.zeros((len(idx), n_q), dtype=np.int64)
         q_y = np.zeros((len(idx), n_q), dtype=np.float32)
         q_w = np.zeros((len(idx), n_q), dtype=np.float32)
+        later: list[tuple] = []  # negatives="batch": (row, block, expressed, positives, rng), filled below
         for k, i in enumerate(idx):
             blk, local, counts = self._cell(int(i))
             if self.mode == "train":
@@ -296,11 +325,16 @@ class SentenceData(torch.utils.data.Dataset):
                 sample_local, sample_counts = local[keep], counts[keep]
                 pos = np.empty(0, dtype=np.int64)
                 if n_mask:
-                    pos = rng.choice(local[masked], size=cfg.n_positive, replace=True)
+                    p_pos = None
+                    if cfg.positive_weights == "counts":
+                        p_pos = counts[masked].astype(np.float64) / counts[masked].sum()
+                    pos = rng.choice(local[masked], size=cfg.n_positive, replace=True, p=p_pos)
                     q_tok[k, :cfg.n_positive] = blk["tokens"][pos]
                     q_y[k, :cfg.n_positive] = 1.0
                     q_w[k, :cfg.n_positive] = 1.0
-                if cfg.negatives == "matched" and len(pos):
+                if cfg.negatives == "batch":
+                    later.append((k, self.index[int(i)][0], local, pos, rng))
+                if cfg.negatives in ("matched", "batch") and len(pos):
                     want = rng.choice(pos, size=cfg.n_negative, replace=True) if cfg.n_negative != len(pos) else pos
                     neg = matched_negatives(want, blk["local"], local, blk["bins"], rng)
                 else:
@@ -310,7 +344,13 @@ class SentenceData(torch.utils.data.Dataset):
                     q_w[k, cfg.n_positive:] = 1.0
             tokens[k], _ = cell_sentence(sample_local, sample_counts, blk["tokens"], blk["chrom"],
                                          blk["chrom_tokens"], sample_size=cfg.sample_size, length=self.length,
-                                         rng=rng)
+                                         rng=rng, weights=cfg.sample_weights)
+        for k, b, local, _, rng in later:
+            pool = np.concatenate([p for k2, b2, _, p, _ in later if b2 == b and k2 != k] or [np.empty(0, np.int64)])
+            pool = pool[~np.isin(pool, local)]
+            if len(pool):
+                q_tok[k, cfg.n_positive:] = self.blocks[b]["tokens"][rng.choice(pool, size=cfg.n_negative)]
+                q_w[k, cfg.n_positive:] = 1.0
         out = (torch.as_tensor(tokens),)
         if self.queries:
             out += (torch.as_tensor(q_tok), torch.as_tensor(q_y), torch.as_tensor(q_w))
@@ -425,12 +465,20 @@ class UCEModel(nn.Module):
         return h
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        h = self.transformer(self.tokens_in(tokens), src_key_padding_mask=tokens == PAD)
-        return F.normalize(self.cell_head(h[:, 0]), dim=1)
+        pad = tokens == PAD
+        h = self.transformer(self.tokens_in(tokens), src_key_padding_mask=pad)
+        if self.config.pooling == "mean":
+            keep = (~pad).unsqueeze(-1).to(h.dtype)
+            pooled = (h * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+        else:
+            pooled = h[:, 0]
+        return F.normalize(self.cell_head(pooled), dim=1)
 
     def expression_logits(self, cell: torch.Tensor, gene_tokens: torch.Tensor) -> torch.Tensor:
         """Logits (B, Q) that each queried gene (token ids, B x Q) is expressed in each cell (B x out)."""
         g = self.gene_proj(self.token_table[gene_tokens])
+        if self.config.decoder_cell_scale:
+            cell = cell * math.sqrt(cell.shape[1])
         c = cell[:, None, :].expand(-1, gene_tokens.shape[1], -1)
         return self.expression_decoder(torch.cat([c, g], dim=-1)).squeeze(-1)
 
