@@ -77,10 +77,15 @@ def register_species(name: str, *, taxon_id: int | None = None, ensembl_prefix: 
         if taxon_id is not None and int(taxon_id) != known.taxon_id:
             raise ScpriorInputError(f"{key} is built in with taxon id {known.taxon_id}, not {taxon_id}.")
         return known
-    sp_ = Species(key, int(taxon_id) if taxon_id is not None else None, ensembl_prefix, symbol_case)
+    new = {"taxon_id": int(taxon_id) if taxon_id is not None else None, "ensembl_prefix": ensembl_prefix,
+           "symbol_case": symbol_case}
     old = _REGISTERED.get(key)
-    if old is not None and old != sp_:
-        raise ScpriorInputError(f"Species {key!r} is already described as {old}; got a different {sp_}.")
+    if old is not None:  # facts add up; a contradiction is an error
+        for k, v in new.items():
+            if v is not None and getattr(old, k) is not None and getattr(old, k) != v:
+                raise ScpriorInputError(f"Species {key!r} is already described with {k}={getattr(old, k)!r}, not {v!r}.")
+        new = {k: v if v is not None else getattr(old, k) for k, v in new.items()}
+    sp_ = Species(key, **new)
     _REGISTERED[key] = sp_
     for a in aliases:
         _ALIASES[str(a).strip().lower()] = key

@@ -165,7 +165,7 @@ def run_methods(task: TaskData, settings: Mapping, *, seed: int, methods: Sequen
             pre = pretrain(task.hvg, {emb_set: know.embeddings[emb_set]}, config=cfg, checkpoint_dir=ckpt,
                            name=name)
             _, _, z = metric_learn(pre, checkpoint_dir=ckpt, name=name, normalize=False)
-            done(name, t, z, unseen=source_labels_only(pre, name=name), pretrain_epochs=pre.history.epochs_run,
+            done(name, t, z, unseen=source_labels_only(pre, name=name, pair=pre.species), pretrain_epochs=pre.history.epochs_run,
                  best_epoch=pre.history.best_epoch)
     if wanted("unify", "unify_free"):
         t = time.perf_counter()
@@ -176,7 +176,7 @@ def run_methods(task: TaskData, settings: Mapping, *, seed: int, methods: Sequen
         if wanted("unify"):
             t = time.perf_counter()
             _, _, z = metric_learn(pre, label_mode="weak", checkpoint_dir=ckpt, name="unify", normalize=False)
-            done("unify", t - t_pre, z, unseen=source_labels_only(pre, name="unify"),
+            done("unify", t - t_pre, z, unseen=source_labels_only(pre, name="unify", pair=pre.species),
                  pretrain_epochs=pre.history.epochs_run, best_epoch=pre.history.best_epoch)
         if wanted("unify_free"):
             t = time.perf_counter()
@@ -204,13 +204,14 @@ def run_methods(task: TaskData, settings: Mapping, *, seed: int, methods: Sequen
 
 def source_labels_only(pre, *, name: str, pair: Sequence[str] = SPECIES) -> dict[str, np.ndarray]:
     """The "target labels unseen" setting: metric learning once per direction ``a->b`` with the
-    labels of ``a`` only (``b``'s cells get per-species k-means clusters as weak labels), from the
-    same label-free pretrained model. Returns ``{"a->b": embedding}`` (not checkpointed)."""
+    labels of ``a`` only (the other species' cells get per-species k-means clusters as weak labels),
+    from the same label-free pretrained model. ``pair``: the species (two or more; every ordered
+    pair is a direction). Returns ``{"a->b": embedding}`` (not checkpointed)."""
     out = {}
-    for s, t in ((pair[0], pair[1]), (pair[1], pair[0])):
+    for s in pair:  # one model per labelled species serves every target
         _, _, z = metric_learn(pre, label_mode="weak", labelled_species=[s], name=f"{name} {s} labels",
                                normalize=False)
-        out[f"{s}->{t}"] = z
+        out.update({f"{s}->{t}": z for t in pair if t != s})
     return out
 
 
