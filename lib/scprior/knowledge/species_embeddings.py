@@ -122,9 +122,12 @@ def borrowed_protein_embeddings(hcop: pd.DataFrame, species: str, human: GeneEmb
 
 def build(processed_dir: str | os.PathLike = "data/processed/far_species",
           knowledge_dir: str | os.PathLike = "data/processed/knowledge",
-          species: Sequence[str] = ("fly", "mouse"), *, progress: bool = False) -> dict[str, Path]:
+          species: Sequence[str] = ("fly", "mouse"), *, genes: Mapping[str, Sequence[str]] | None = None,
+          progress: bool = False) -> dict[str, Path]:
     """The demo's embedding files: ``<processed_dir>/embeddings/{source}_{species}.parquet`` for
-    ``go_text_minilm`` and ``protein_borrowed``, and ``protein_borrowed_{species}_links.csv``."""
+    ``go_text_minilm`` and ``protein_borrowed``, and ``protein_borrowed_{species}_links.csv``.
+    ``genes`` (species -> symbols) embeds only those genes (the tests' quick build); default: every
+    measured gene."""
     import anndata as ad
 
     from scprior.knowledge import store
@@ -136,7 +139,11 @@ def build(processed_dir: str | os.PathLike = "data/processed/far_species",
     out_dir.mkdir(parents=True, exist_ok=True)
     go = {s: pd.read_parquet(processed_dir / f"go_bp_{s}.parquet") for s in species}
     measured = {s: list(ad.read_h5ad(processed_dir / f"{s}_gut.h5ad", backed="r").var_names) for s in species}
-    vectors = go_term_vectors(pd.concat(go.values())["term_name"], progress=progress)
+    if genes is not None:
+        measured = {s: [g for g in measured[s] if g in set(genes.get(s, ()))] for s in species}
+    keep = {s: {g.upper() for g in measured[s]} for s in species}
+    terms = pd.concat([go[s].loc[go[s]["symbol"].str.upper().isin(keep[s]), "term_name"] for s in species])
+    vectors = go_term_vectors(terms, progress=progress)
     hcop = pd.read_parquet(processed_dir / "hcop_orthologs.parquet")
     human = store.load_embeddings("protein_kmer", "human", knowledge_dir)
     paths = {}

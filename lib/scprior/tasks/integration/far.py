@@ -389,6 +389,9 @@ def evaluate_far_seed(obs: pd.DataFrame, runs: Mapping[str, Any], ctm: CellTypeM
                     correct[(m, d)] = r["correct"]
                     row[f"transfer_dummy[{d}]"] = r["dummy"]
                     row[f"transfer_ceiling[{d}]"] = r["ceiling"]
+                    reachable = set().union(*ctm.get(s, t).values()) if ctm.get(s, t) else set()
+                    types = np.unique(labels[species == t])
+                    row[f"transfer_bal_ceiling[{d}]"] = float(np.isin(types, list(reachable)).mean())
         for s_name, v in within_species_knn(run.embedding, labels, species, k=5, folds=3, seed=seed).items():
             row[f"knn_bal_acc[{s_name}]"] = v
         row["centroid_match"], _ = centroid_matching(run.embedding, labels, species, ctm.get(a, b), ctm.get(b, a),
@@ -452,3 +455,58 @@ def scarce_ortholog_verdict(summary: pd.DataFrame, intervals: pd.DataFrame, *, m
     lines.append(f"- The baselines see {n_one2one} one-to-one orthologs through human; the numbers rest on few "
                  "cells per type (about ten), so the intervals are wide.")
     return lines
+
+
+def interval_table(records: pd.DataFrame, correct: Mapping[int, Mapping[tuple[str, str], np.ndarray]],
+                   obs: pd.DataFrame, *, directions: Sequence[str], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per (method, direction): accuracy and balanced accuracy over seeds with 95% bootstrap
+    intervals over the target cells (:func:`bootstrap_interval`), the dummy and the ceiling."""
+    species = obs["species"].astype(str).to_numpy()
+    labels = obs["cell_type"].astype(str).to_numpy()
+    rows = []
+    for m in dict.fromkeys(records["method"]):
+        for d in directions:
+            target = d.split("->")[1]
+            truth = labels[species == target]
+            per = [correct[s][(m, d)] for s in sorted(correct) if (m, d) in correct[s]]
+            acc, acc_lo, acc_hi = bootstrap_interval(per, n_boot=n_boot, seed=seed)
+            bal, bal_lo, bal_hi = bootstrap_interval(per, truth, n_boot=n_boot, seed=seed)
+            r = records[records["method"] == m]
+            rows.append({"method": m, "direction": d, "acc": acc, "acc_low": acc_lo, "acc_high": acc_hi,
+                         "bal": bal, "bal_low": bal_lo, "bal_high": bal_hi,
+                         "dummy": float(r[f"transfer_dummy[{d}]"].mean()),
+                         "ceiling": float(r[f"transfer_ceiling[{d}]"].mean()),
+                         "bal_ceiling": float(r[f"transfer_bal_ceiling[{d}]"].mean()), "n_seeds": len(per),
+                         "n_target_cells": int(len(truth))})
+    return pd.DataFrame(rows).set_index(["method", "direction"])
+
+
+def metrics_json(records: pd.DataFrame, intervals: pd.DataFrame, *, dataset: str, seeds: Sequence[int],
+                 gene_counts: pd.DataFrame, n_one2one: int, map_source: str, verdict: Sequence[str]) -> dict:
+    """``metrics/integration_far.json``: every method's transfer scores (mean over seeds, per seed,
+    bootstrap interval), centroid matching, within-species kNN, and the gene counts."""
+    from scprior.tasks.integration.metrics import TRANSFER_PROTOCOL
+
+    methods: dict[str, Any] = {}
+    for m, r in records.groupby("method", sort=False):
+        entry: dict[str, Any] = {"centroid_match": float(r["centroid_match"].mean()),
+                                 "centroid_match_per_seed": r["centroid_match"].round(4).tolist(),
+                                 "seconds_mean": float(r["seconds"].mean())}
+        for c in [c for c in r.columns if c.startswith("knn_bal_acc[")]:
+            entry[c] = float(r[c].mean())
+        entry["transfer"] = {}
+        for (_, d), iv in intervals.loc[[m]].iterrows():
+            entry["transfer"][d] = {
+                "accuracy": float(iv["acc"]), "accuracy_interval": [float(iv["acc_low"]), float(iv["acc_high"])],
+                "balanced_accuracy": float(iv["bal"]),
+                "balanced_accuracy_interval": [float(iv["bal_low"]), float(iv["bal_high"])],
+                "balanced_accuracy_per_seed": r[f"transfer_bal_acc[{d}]"].round(4).tolist(),
+                "balanced_accuracy_both_species_labels": float(r[f"transfer_bal_acc_both[{d}]"].mean()),
+                "dummy": float(iv["dummy"]), "ceiling": float(iv["ceiling"]),
+                "balanced_accuracy_ceiling": float(iv["bal_ceiling"])}
+        methods[str(m)] = entry
+    return {"dataset": dataset, "simulated": False, "seeds": [int(s) for s in seeds],
+            "transfer_protocol": TRANSFER_PROTOCOL + "; target labels unseen in training",
+            "cell_type_map": map_source, "n_one2one_orthologs": int(n_one2one),
+            "genes": {str(k): {str(c): int(v) for c, v in row.items()} for k, row in gene_counts.iterrows()},
+            "verdict": list(verdict), "methods": methods}
