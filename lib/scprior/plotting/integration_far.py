@@ -37,7 +37,7 @@ def transfer_intervals(intervals: pd.DataFrame, per_seed: pd.DataFrame, *, direc
         for i, m in enumerate(methods):
             vals = per_seed.loc[per_seed["method"] == m, f"transfer_bal_acc[{d}]"].to_numpy()
             ax.scatter(vals, np.full(len(vals), i) + np.linspace(-0.2, 0.2, len(vals)), s=10, color="black", zorder=3)
-        ax.axvline(float(sub["dummy"].mean()), color="0.3", ls=":", label="prior-class dummy (accuracy)")
+        ax.axvline(float(sub["best_constant"].mean()), color="0.3", ls=":", label="best constant prediction")
         ax.axvline(float(sub["bal_ceiling"].mean()), color="#d62728", ls="--",
                    label="ceiling (share of target types with a counterpart)")
         ax.set_yticks(y, [lab.get(m, m) + (" (baseline)" if m in baselines else "") for m in methods])
