@@ -231,3 +231,26 @@ def test_uce_and_scilama_take_three_species(three_species):
     sres = train_scilama(scaled(task.orthologs), emb, covariate_key="species",
                          config=SciLaMAConfig(hidden_dims=(16,), latent_dim=4, epochs=1, warmup_epochs=0, progress=False))
     assert sres.adata.obsm["X_sciLaMA"].shape[0] == 120
+
+
+def test_best_constant_and_the_verdict_follow_the_numbers():
+    mapping = {"ent": frozenset({"E1", "E2", "E3"}), "mus": frozenset({"M"})}
+    truth = np.repeat(["E1", "E2", "E3", "M", "X"], 4)
+    assert far.best_constant(truth, mapping, ["ent", "mus"]) == pytest.approx(3 / 5)
+    idx = pd.MultiIndex.from_product([["model", "base"], ["a->b"]], names=["method", "direction"])
+    iv = pd.DataFrame({"bal": [0.5, 0.2], "bal_low": [0.45, 0.1], "bal_high": [0.55, 0.3], "best_constant": [0.3, 0.3],
+                       "bal_ceiling": [0.8, 0.8]}, index=idx)
+    summary = pd.DataFrame({"transfer_bal_acc[a->b]": [0.5, 0.2], "knn_bal_acc[a]": [0.9, 0.5]}, index=["model", "base"])
+    recs = pd.DataFrame({"method": ["model", "model", "base", "base"], "transfer_bal_acc[a->b]": [0.45, 0.55, 0.1, 0.3]})
+    lines = far.scarce_ortholog_verdict(summary, iv, models=["model"], baselines=["base"], directions=["a->b"],
+                                        n_one2one=7, records=recs)
+    assert "clearly beats" in lines[0] and "only model lie clearly above" in lines[0] and "7 one-to-one" in lines[-1]
+    recs.loc[1, "transfer_bal_acc[a->b]"] = 0.2  # its worst seed below the baseline's best: not "clearly"
+    lines = far.scarce_ortholog_verdict(summary, iv, models=["model"], baselines=["base"], directions=["a->b"],
+                                        n_one2one=7, records=recs)
+    assert "clearly beats" not in lines[0] and "seeds disagree" in lines[0]
+    iv.loc[("model", "a->b"), "bal_low"] = 0.25  # no longer clearly above a constant guess
+    iv.loc[("base", "a->b"), "bal_low"] = 0.05
+    lines = far.scarce_ortholog_verdict(summary, iv, models=["model"], baselines=["base"], directions=["a->b"],
+                                        n_one2one=7)
+    assert "none transfers labels" in lines[0]
