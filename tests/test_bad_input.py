@@ -546,7 +546,6 @@ def _normalised(a):
     (_nan, "human", ["NaN/inf", "Remove or impute"]),
     (_dups, "human", ["duplicated gene names", "var_names_make_unique"]),
     (lambda a: a[:0].copy(), "human", ["is empty", "Check the file"]),
-    (lambda a: a, "zebrafish", ["Unknown species 'zebrafish'", "scprior knows"]),
 ])
 def test_the_readme_list_fails_at_the_door(counts_adata, spoil, species, patterns):
     """The README's "AnnData conventions" list, through the one check every model calls."""

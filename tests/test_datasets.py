@@ -54,7 +54,7 @@ def test_read_baron_rejects_normalised(tmp_path):
 
 
 def test_read_baron_unknown_species(tmp_path):
-    with pytest.raises(ScpriorInputError, match="Unknown species"):
+    with pytest.raises(ScpriorInputError, match="Baron pancreas exists for"):
         read_baron(tmp_path / "x.zip", "zebrafish")
 
 

@@ -46,8 +46,8 @@ def test_validation_errors():
         GeneEmbeddings(np.array(["Klf1", "KLF1"]), np.zeros((2, 3)), "mouse", "bad")
     with pytest.raises(ScpriorInputError, match="match one to one"):
         GeneEmbeddings(np.array(["A"]), np.zeros((2, 3)), "human", "bad")
-    with pytest.raises(ScpriorInputError, match="Unknown species"):
-        GeneEmbeddings(np.array(["A"]), np.zeros((1, 3)), "frog", "bad")
+    # any species name is allowed (nothing assumed about it); names are canonicalised
+    assert GeneEmbeddings(np.array(["A"]), np.zeros((1, 3)), "Frog ", "ok").species == "frog"
 
 
 def test_frame_roundtrip(emb):

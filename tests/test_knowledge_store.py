@@ -70,8 +70,10 @@ def test_mouse_go_and_unknown_species_fail_clearly(tiny_dir):
         store.load_go_annotations("mouse", tiny_dir)
     with pytest.raises(ScpriorInputError, match="only human GO"):
         store.load_go_graph("mouse", tiny_dir)
-    with pytest.raises(ScpriorInputError, match="Unknown species"):
+    with pytest.raises(ScpriorInputError, match="No genes table for species 'zebrafish'.*Supply the file"):
         store.load_gene_table("zebrafish", tiny_dir)
+    with pytest.raises(ScpriorInputError, match="No 'text_minilm' gene embeddings for species 'zebrafish': supply"):
+        store.load_embeddings("text_minilm", "zebrafish", tiny_dir)
 
 
 def test_table_with_wrong_columns_is_refused(tmp_path):

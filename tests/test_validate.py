@@ -67,9 +67,13 @@ def test_empty_rejected(counts_adata):
         validate.check_nonempty(counts_adata[:0])
 
 
-def test_unknown_species_rejected(counts_adata):
-    with pytest.raises(ScpriorInputError, match="Unknown species 'zebrafish'"):
-        validate.check_gene_symbols(counts_adata, species="zebrafish")
+def test_unknown_species_gets_no_case_assumption(counts_adata):
+    # a species scprior has no knowledge of: its symbols are not judged by human/mouse case rules
+    validate.check_gene_symbols(counts_adata, species="zebrafish")
+    counts_adata.var_names = [g.upper() for g in counts_adata.var_names]
+    validate.check_gene_symbols(counts_adata, species="zebrafish")
+    with pytest.raises(ScpriorInputError, match="passed as mouse"):
+        validate.check_gene_symbols(counts_adata, species="mouse")
 
 
 def test_species_aliases():

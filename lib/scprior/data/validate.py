@@ -154,6 +154,8 @@ def check_symbol_case(names: Iterable[str], *, species: str, name: str = "adata"
     the wrong species name would otherwise be matched to the wrong knowledge silently.
     """
     sp_ = get_species(species)
+    if sp_.symbol_case is None:  # a species without a known symbol convention: nothing to judge
+        return
     share = upper_case_share(names)
     if share != share:  # no symbol with letters: nothing to judge
         return
@@ -169,6 +171,10 @@ def check_symbol_case(names: Iterable[str], *, species: str, name: str = "adata"
             "(mouse symbols look like Cd3e; these look like human symbols, CD3E). Pass species='human' "
             "if it is human data, or map the genes to mouse symbols first."
         )
+
+
+def _example_symbol(case: str | None) -> str:
+    return {"upper": "KLF1", "title": "Klf1"}.get(case or "", "the gene names of its own records")
 
 
 def check_gene_symbols(adata, *, species: str, name: str = "adata") -> None:
@@ -191,7 +197,7 @@ def check_gene_symbols(adata, *, species: str, name: str = "adata") -> None:
         )
         raise ScpriorInputError(
             f"{name}.var_names look like Ensembl ids ({names[0]!r}, ...; expected {sp_.name} gene "
-            f"symbols such as {'KLF1' if sp_.symbol_case == 'upper' else 'Klf1'}).{hint}"
+            f"symbols such as {_example_symbol(sp_.symbol_case)}).{hint}"
         )
     if (names.str.len() == 0).any() or names.isna().any():
         raise ScpriorInputError(f"{name}.var_names has empty gene names; drop or name those genes.")

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scprior.data.species import get_species
+from scprior.data.species import BUILTIN, get_species, no_embeddings_error
 from scprior.errors import ScpriorInputError
 from scprior.knowledge.embeddings import GeneEmbeddings
 from scprior.paths import resolve
@@ -88,6 +88,11 @@ def write_table(frame: pd.DataFrame, kind: str, knowledge_dir: str | os.PathLike
 def _read(knowledge_dir: str | os.PathLike, kind: str, species: str | None = None) -> pd.DataFrame:
     path = knowledge_path(knowledge_dir) / table_file(kind, species)
     if not path.is_file():
+        if species is not None and not get_species(species).builtin:
+            raise ScpriorInputError(
+                f"No {kind} table for species {species!r} in {knowledge_path(knowledge_dir)}: scprior builds "
+                f"knowledge for {sorted(BUILTIN)} only. Supply the file yourself (a parquet with columns "
+                f"{list(COLUMNS[kind])}, or the dataset's params.yaml entry: see README 'Integrating your own species').")
         raise ScpriorInputError(f"Knowledge table {path} is missing. {BUILD_HINT}")
     frame = pd.read_parquet(path)
     lacking = [c for c in COLUMNS[kind] if c not in frame.columns]
@@ -208,6 +213,8 @@ def load_embeddings(source: str, species: str, knowledge_dir: str | os.PathLike 
     """
     path = embedding_file(source, species, knowledge_dir)
     if not path.is_file():
+        if not get_species(species).builtin:
+            raise no_embeddings_error(species, f"{source!r} gene embeddings")
         have = available_embeddings(knowledge_dir) if knowledge_path(knowledge_dir).is_dir() else []
         raise ScpriorInputError(
             f"No {source!r} embedding for {get_species(species).name} in {knowledge_path(knowledge_dir)} "

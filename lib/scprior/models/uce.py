@@ -174,7 +174,8 @@ def build_vocabulary(protein: Mapping[str, GeneEmbeddings], gene_tables: Mapping
     for species in protein:
         name = get_species(species).name
         if species not in gene_tables and name not in gene_tables:
-            raise ScpriorInputError(f"No gene table for {name}: chromosome and start come from it.")
+            raise ScpriorInputError(f"No chromosome positions for species {name!r}: supply a gene table (symbol, "
+                                    "chromosome, start) for it; the cell sentences are ordered by genomic position.")
         table = gene_tables.get(species, gene_tables.get(name))
         for col in ("symbol", "chromosome", "start"):
             if col not in table.columns:

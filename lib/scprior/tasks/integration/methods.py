@@ -103,6 +103,9 @@ class MethodRun:
     #: "source->target" -> embedding of a model trained without the target species' labels (only
     #: for methods that see labels; the others never see any, so ``embedding`` serves every setting)
     unseen: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the trained objects (macrogene models: ``pre``, ``model``), kept only when ``settings`` has
+    #: ``keep_models: true`` (to write the anchors' output layouts); never checkpointed or pickled
+    artifacts: dict = field(default_factory=dict)
 
     def transfer_embedding(self, direction: str) -> np.ndarray:
         """The embedding scored for ``direction`` in the "target labels unseen" setting."""
@@ -140,6 +143,10 @@ def run_methods(task: TaskData, settings: Mapping, *, seed: int, methods: Sequen
         if on_done is not None:
             on_done(name, run)
 
+    def keep(name: str, pre, model) -> None:
+        if settings.get("keep_models"):
+            runs[name].artifacts = {"pre": pre, "model": model}
+
     def wanted(*names: str) -> bool:
         return any(n in methods for n in names)
 
@@ -164,9 +171,10 @@ def run_methods(task: TaskData, settings: Mapping, *, seed: int, methods: Sequen
             cfg = _macrogene_config(settings, seed, label_mode="weak", adversarial_weight=0.0)
             pre = pretrain(task.hvg, {emb_set: know.embeddings[emb_set]}, config=cfg, checkpoint_dir=ckpt,
                            name=name)
-            _, _, z = metric_learn(pre, checkpoint_dir=ckpt, name=name, normalize=False)
-            done(name, t, z, unseen=source_labels_only(pre, name=name), pretrain_epochs=pre.history.epochs_run,
+            model, _, z = metric_learn(pre, checkpoint_dir=ckpt, name=name, normalize=False)
+            done(name, t, z, unseen=source_labels_only(pre, name=name, pair=pre.species), pretrain_epochs=pre.history.epochs_run,
                  best_epoch=pre.history.best_epoch)
+            keep(name, pre, model)
     if wanted("unify", "unify_free"):
         t = time.perf_counter()
         cfg = _macrogene_config(settings, seed, label_mode="weak",
@@ -175,9 +183,10 @@ def run_methods(task: TaskData, settings: Mapping, *, seed: int, methods: Sequen
         t_pre = time.perf_counter() - t
         if wanted("unify"):
             t = time.perf_counter()
-            _, _, z = metric_learn(pre, label_mode="weak", checkpoint_dir=ckpt, name="unify", normalize=False)
-            done("unify", t - t_pre, z, unseen=source_labels_only(pre, name="unify"),
+            model, _, z = metric_learn(pre, label_mode="weak", checkpoint_dir=ckpt, name="unify", normalize=False)
+            done("unify", t - t_pre, z, unseen=source_labels_only(pre, name="unify", pair=pre.species),
                  pretrain_epochs=pre.history.epochs_run, best_epoch=pre.history.best_epoch)
+            keep("unify", pre, model)
         if wanted("unify_free"):
             t = time.perf_counter()
             _, _, z = metric_learn(pre, label_mode="clusters", checkpoint_dir=ckpt, name="unify_free",
@@ -204,13 +213,14 @@ def run_methods(task: TaskData, settings: Mapping, *, seed: int, methods: Sequen
 
 def source_labels_only(pre, *, name: str, pair: Sequence[str] = SPECIES) -> dict[str, np.ndarray]:
     """The "target labels unseen" setting: metric learning once per direction ``a->b`` with the
-    labels of ``a`` only (``b``'s cells get per-species k-means clusters as weak labels), from the
-    same label-free pretrained model. Returns ``{"a->b": embedding}`` (not checkpointed)."""
+    labels of ``a`` only (the other species' cells get per-species k-means clusters as weak labels),
+    from the same label-free pretrained model. ``pair``: the species (two or more; every ordered
+    pair is a direction). Returns ``{"a->b": embedding}`` (not checkpointed)."""
     out = {}
-    for s, t in ((pair[0], pair[1]), (pair[1], pair[0])):
+    for s in pair:  # one model per labelled species serves every target
         _, _, z = metric_learn(pre, label_mode="weak", labelled_species=[s], name=f"{name} {s} labels",
                                normalize=False)
-        out[f"{s}->{t}"] = z
+        out.update({f"{s}->{t}": z for t in pair if t != s})
     return out
 
 
