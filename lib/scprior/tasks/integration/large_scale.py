@@ -11,7 +11,10 @@ conservation / Batch correction = means of their metrics, Total = 0.6 bio + 0.4 
 * on a **stratified subsample** of ``subsample`` cells (every label x batch stratum in proportion,
   at least ``min_per_stratum`` cells each, seeded): silhouette label, BRAS, isolated labels (their
   cost grows with the square of the cells). ``kmeans_on="subsample"`` also fits the k-means there
-  and labels every cell by its nearest centroid.
+  and labels every cell by its nearest centroid. By default (``silhouette="numpy"``) these three
+  come from :mod:`scprior.tasks.integration.silhouette` (scib-metrics' definitions in numpy, one
+  label silhouette shared by silhouette label and isolated labels), because scib-metrics' JAX
+  silhouette recompiles per label-subset shape; ``silhouette="scib"`` calls scib-metrics' functions.
 
 :func:`large_scale_scores` returns the scores in the Benchmarker's table layout (scib-metrics'
 own metric names) plus what was subsampled (``uns``-style dict), so tables from both modes compare.
@@ -74,7 +77,8 @@ def _kmeans_all_cells(x_sub: np.ndarray, x: np.ndarray, n_clusters: int, chunk: 
 
 def large_scale_scores(emb: np.ndarray, labels: Sequence, batch: Sequence, pre: np.ndarray, *,
                        subsample: int = 20_000, seed: int = 0, kbet: bool = False, k: int = 90,
-                       min_per_stratum: int = 50, kmeans_on: str = "all", neighbors=None) -> tuple[pd.Series, dict]:
+                       min_per_stratum: int = 50, kmeans_on: str = "all", neighbors=None,
+                       silhouette: str = "numpy") -> tuple[pd.Series, dict]:
     """scib-metrics scores of one embedding (n_cells, d) at scale; see the module docstring.
 
     ``pre``: the unintegrated embedding for PCR comparison (e.g. ``X_pca``), same cells.
@@ -83,6 +87,8 @@ def large_scale_scores(emb: np.ndarray, labels: Sequence, batch: Sequence, pre: 
     one): BRAS and isolated labels average over labels, so small labels need cells. ``kmeans_on``:
     ``"all"`` (default; scib-metrics' k-means on every cell, linear cost) or ``"subsample"``
     (centroids fitted on the subsample, every cell labelled by its nearest centroid).
+    ``silhouette``: ``"numpy"`` (default; :func:`~scprior.tasks.integration.silhouette.subsample_scores`)
+    or ``"scib"`` (scib-metrics' JAX functions; same definitions, slower: compiles per shape).
     Returns (scores: metric name -> value incl. ``Bio conservation``, ``Batch correction``,
     ``Total``; info: ``n_cells``, ``subsample`` size and seed, seconds per step).
     """
@@ -115,12 +121,19 @@ def large_scale_scores(emb: np.ndarray, labels: Sequence, batch: Sequence, pre: 
     t0 = time.perf_counter()
     if kmeans_on not in ("all", "subsample"):
         raise ScpriorInputError(f"kmeans_on must be 'all' or 'subsample', got {kmeans_on!r}.")
+    if silhouette not in ("numpy", "scib"):
+        raise ScpriorInputError(f"silhouette must be 'numpy' or 'scib', got {silhouette!r}.")
     sub = stratified_subsample(np.char.add(np.char.add(labels, "\x00"), batch), subsample, seed=seed,
                                min_per_stratum=min_per_stratum)
     xs, ls, bs = emb[sub], labels[sub], batch[sub]
-    s["silhouette_label"] = float(scib_metrics.silhouette_label(xs, ls))
-    s["bras"] = float(scib_metrics.bras(xs, ls, bs))
-    s["isolated_labels"] = float(scib_metrics.isolated_labels(xs, ls, bs))
+    if silhouette == "numpy":
+        from scprior.tasks.integration.silhouette import subsample_scores
+
+        s.update(subsample_scores(xs, ls, bs))
+    else:
+        s["silhouette_label"] = float(scib_metrics.silhouette_label(xs, ls))
+        s["bras"] = float(scib_metrics.bras(xs, ls, bs))
+        s["isolated_labels"] = float(scib_metrics.isolated_labels(xs, ls, bs))
     t["subsample_metrics"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     if kmeans_on == "all":  # k-means is linear in cells: scib-metrics' own call on every cell
@@ -136,7 +149,7 @@ def large_scale_scores(emb: np.ndarray, labels: Sequence, batch: Sequence, pre: 
     bat = float(np.mean([s[m] for m in BATCH if m in s]))
     scores = pd.Series({**s, "Bio conservation": bio, "Batch correction": bat, "Total": 0.6 * bio + 0.4 * bat})
     info = {"mode": "large_scale", "n_cells": int(len(emb)), "subsample": int(len(sub)), "subsample_seed": int(seed),
-            "min_per_stratum": int(min_per_stratum), "kmeans_on": kmeans_on,
+            "min_per_stratum": int(min_per_stratum), "kmeans_on": kmeans_on, "silhouette": silhouette,
             "subsampled": ["silhouette_label", "bras", "isolated_labels"]
             + (["kmeans fit"] if kmeans_on == "subsample" else []),
             "knn": f"exact sklearn, k={k}", "seconds": t}
