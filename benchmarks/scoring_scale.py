@@ -12,7 +12,8 @@ shifted in part) and its "unintegrated" version for PCR comparison. Each run is 
   shipped (pynndescent neighbours, kBET per label on);
 * ``scib_no_kbet``: the same without kBET (how this repository scores, ``scib_benchmark``);
 * ``large``: :func:`scprior.tasks.integration.large_scale.large_scale_scores` (exact sklearn kNN
-  once, subsample of ``--subsample`` cells for silhouette/BRAS/isolated labels, no kBET);
+  once, subsample of ``--subsample`` cells for silhouette/BRAS/isolated labels, computed in numpy
+  by :mod:`scprior.tasks.integration.silhouette`; no kBET);
 * ``large_kbet``: the same with kBET per label on all cells.
 
 A run past ``--timeout`` seconds is stopped and reported as a lower bound. Scores of every mode
@@ -98,6 +99,7 @@ def main() -> None:
     for n in args.sizes:
         for mode in args.modes:
             cmd = [sys.executable, __file__, "--one", mode, str(n), "--subsample", str(args.subsample)]
+            load_before = os.getloadavg()[0]
             try:
                 proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
                 lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -107,6 +109,7 @@ def main() -> None:
                 r = json.loads(lines[-1])
             except subprocess.TimeoutExpired:
                 r = {"mode": mode, "cells": n, "seconds": args.timeout, "timed_out": True, "scores": {}}
+            r["load_1min_before_after"] = [load_before, os.getloadavg()[0]]  # other jobs on the machine
             rows.append(r)
             s = r["scores"]
             agg = " / ".join(f"{s[k]:.3f}" for k in ("Bio conservation", "Batch correction", "Total") if k in s)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scprior.tasks.integration.silhouette import isolated_label_names, silhouette_samples, subsample_scores
+from scprior.tasks.integration.silhouette import (
+    isolated_label_names,
+    silhouette_samples,
+    subsample_scores,
+)
 
 
 def _random_set(seed: int = 0):
