@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scprior.safe_io import write_text_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("scib_defaults", "scib_no_kbet", "large", "large_kbet")
 
@@ -80,6 +82,42 @@ def one(mode: str, n: int, subsample: int) -> dict:
             "subsample": info.get("subsample"), "steps": info.get("seconds")}
 
 
+GOAL = 10.0  # speed-up of the large-scale mode over scib-metrics' defaults at 20k cells
+PAIRS = (("scib_defaults", "large"), ("scib_defaults", "large_kbet"), ("scib_no_kbet", "large"),
+         ("scib_no_kbet", "large_kbet"))
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Speed-ups per size and pair of modes, the goal verdict (>= ``GOAL`` x over scib-metrics'
+    defaults, no-kBET large mode) and the largest metric difference between like-for-like modes;
+    prints them."""
+    speed, verdict, diff = {}, {}, {}
+    for n in sorted({r["cells"] for r in rows}):
+        t = {r["mode"]: r for r in rows if r["cells"] == n}
+        for base, fast in PAIRS:
+            if base in t and fast in t:
+                bound = ">=" if t[base].get("timed_out") else ""
+                speed[f"{n}:{base}/{fast}"] = f"{bound}{t[base]['seconds'] / t[fast]['seconds']:.1f}x"
+        if "scib_defaults" in t and "large" in t:
+            x = t["scib_defaults"]["seconds"] / t["large"]["seconds"]
+            met = x >= GOAL
+            verdict[str(n)] = (f"{'met' if met else 'NOT met'}: large-scale mode {x:.1f}x faster than scib-metrics' "
+                               f"defaults at {n} cells (goal >= {GOAL:.0f}x)")
+        for base, fast in (("scib_no_kbet", "large"), ("scib_defaults", "large_kbet")):
+            if base in t and fast in t and t[base]["scores"] and t[fast]["scores"]:
+                a, b = t[base]["scores"], t[fast]["scores"]
+                d = {k: abs(float(a[k]) - float(b[k])) for k in b if k in a}
+                worst = max(d, key=d.get)
+                diff[f"{n}:{base}/{fast}"] = {"metric": worst, "abs_diff": d[worst]}
+    for k, v in speed.items():
+        print(f"speed-up {k}: {v}")
+    for k, v in verdict.items():
+        print(f"goal at {k} cells: {v}")
+    for k, v in diff.items():
+        print(f"largest score difference {k}: {v['metric']} {v['abs_diff']:.4f}")
+    return {"speed_up": speed, "verdict": verdict, "max_score_diff": diff}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[20_000, 100_000])
@@ -87,8 +125,14 @@ def main() -> None:
     ap.add_argument("--subsample", type=int, default=5_000)
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--out", default=str(ROOT / "figures" / "benchmarks" / "scoring_scale.json"))
+    ap.add_argument("--summarize", metavar="JSON", help="recompute speed-ups/verdict of a saved result file")
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.summarize:
+        res = json.loads(Path(args.summarize).read_text())
+        res.update(summarize(res["runs"]))
+        write_text_atomic(Path(args.summarize), json.dumps(res, indent=1))
+        return
     if args.one:
         print(json.dumps(one(args.one[0], int(args.one[1]), args.subsample)))
         return
@@ -114,20 +158,11 @@ def main() -> None:
             s = r["scores"]
             agg = " / ".join(f"{s[k]:.3f}" for k in ("Bio conservation", "Batch correction", "Total") if k in s)
             print(f"{n:>8} {mode:<14}{r['seconds']:>9.1f}{'+' if r.get('timed_out') else ' '}  {agg}", flush=True)
-    speed = {}
-    for n in args.sizes:
-        t = {r["mode"]: r for r in rows if r["cells"] == n}
-        for base in ("scib_defaults", "scib_no_kbet"):
-            for fast in ("large", "large_kbet"):
-                if base in t and fast in t:
-                    bound = ">=" if t[base].get("timed_out") else ""
-                    speed[f"{n}:{base}/{fast}"] = f"{bound}{t[base]['seconds'] / t[fast]['seconds']:.1f}x"
-    for k, v in speed.items():
-        print(f"speed-up {k}: {v}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": f"{os.cpu_count()} CPU cores, 1 thread per process, shared with other jobs",
-                               "subsample": args.subsample, "runs": rows, "speed_up": speed}, indent=1))
+    write_text_atomic(out, json.dumps({"machine": f"{os.cpu_count()} CPU cores, 1 thread per process, shared with "
+                                       "other jobs", "subsample": args.subsample, "runs": rows,
+                                       **summarize(rows)}, indent=1))
     print(f"wrote {out}")
 
 
