@@ -56,3 +56,17 @@ def test_isolated_label_names_are_the_labels_in_fewest_batches():
     labels = np.array(["a", "a", "b", "b", "c"])
     batch = np.array(["x", "y", "x", "x", "y"])
     assert sorted(isolated_label_names(labels, batch)) == ["b", "c"]
+
+
+def test_kmeans_labels_equal_scib_metrics_kmeans():
+    from scib_metrics.utils import KMeans
+    from sklearn.metrics import adjusted_rand_score
+
+    from scprior.tasks.integration.kmeans import kmeans_labels
+
+    rng = np.random.default_rng(3)
+    x = (rng.normal(scale=2.0, size=(7, 5))[rng.integers(0, 7, 1500)] + rng.normal(size=(1500, 5))).astype(np.float32)
+    ours, cent = kmeans_labels(x, 7)
+    km = KMeans(7).fit(x.copy())
+    assert adjusted_rand_score(np.asarray(km.labels_), ours) == 1.0
+    np.testing.assert_allclose(cent, np.asarray(km.cluster_centroids_), atol=1e-4)
