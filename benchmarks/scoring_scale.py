@@ -14,7 +14,8 @@ shifted in part) and its "unintegrated" version for PCR comparison. Each run is 
 * ``large``: :func:`scprior.tasks.integration.large_scale.large_scale_scores` (exact sklearn kNN
   once, subsample of ``--subsample`` cells for silhouette/BRAS/isolated labels, computed in numpy
   by :mod:`scprior.tasks.integration.silhouette`; no kBET);
-* ``large_kbet``: the same with kBET per label on all cells.
+* ``large_kbet``: the same with kBET per label on all cells;
+* ``large_scib``: ``large`` with ``backend="scib"`` (scib-metrics' JAX silhouette metrics and k-means).
 
 A run past ``--timeout`` seconds is stopped and reported as a lower bound. Scores of every mode
 are printed beside scib's so the agreement can be read at these sizes too.
@@ -35,7 +36,7 @@ import numpy as np
 from scprior.safe_io import write_text_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ("scib_defaults", "scib_no_kbet", "large", "large_kbet")
+MODES = ("scib_defaults", "scib_no_kbet", "large", "large_kbet", "large_scib")
 
 
 def simulated(n: int, seed: int = 0):
@@ -76,7 +77,8 @@ def one(mode: str, n: int, subsample: int) -> dict:
     else:
         from scprior.tasks.integration.large_scale import large_scale_scores
 
-        s, info = large_scale_scores(emb, labels, batch, pre, subsample=subsample, kbet=mode == "large_kbet")
+        s, info = large_scale_scores(emb, labels, batch, pre, subsample=subsample, kbet=mode == "large_kbet",
+                                     backend="scib" if mode == "large_scib" else "numpy")
         scores = s.to_dict()
     return {"mode": mode, "cells": n, "seconds": time.perf_counter() - t0, "scores": scores,
             "subsample": info.get("subsample"), "steps": info.get("seconds")}
