@@ -12,8 +12,10 @@ shifted in part) and its "unintegrated" version for PCR comparison. Each run is 
   shipped (pynndescent neighbours, kBET per label on);
 * ``scib_no_kbet``: the same without kBET (how this repository scores, ``scib_benchmark``);
 * ``large``: :func:`scprior.tasks.integration.large_scale.large_scale_scores` (exact sklearn kNN
-  once, subsample of ``--subsample`` cells for silhouette/BRAS/isolated labels, no kBET);
-* ``large_kbet``: the same with kBET per label on all cells.
+  once, subsample of ``--subsample`` cells for silhouette/BRAS/isolated labels, computed in numpy
+  by :mod:`scprior.tasks.integration.silhouette`; no kBET);
+* ``large_kbet``: the same with kBET per label on all cells;
+* ``large_scib``: ``large`` with ``backend="scib"`` (scib-metrics' JAX silhouette metrics and k-means).
 
 A run past ``--timeout`` seconds is stopped and reported as a lower bound. Scores of every mode
 are printed beside scib's so the agreement can be read at these sizes too.
@@ -31,8 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+from scprior.safe_io import write_text_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ("scib_defaults", "scib_no_kbet", "large", "large_kbet")
+MODES = ("scib_defaults", "scib_no_kbet", "large", "large_kbet", "large_scib")
 
 
 def simulated(n: int, seed: int = 0):
@@ -73,10 +77,47 @@ def one(mode: str, n: int, subsample: int) -> dict:
     else:
         from scprior.tasks.integration.large_scale import large_scale_scores
 
-        s, info = large_scale_scores(emb, labels, batch, pre, subsample=subsample, kbet=mode == "large_kbet")
+        s, info = large_scale_scores(emb, labels, batch, pre, subsample=subsample, kbet=mode == "large_kbet",
+                                     backend="scib" if mode == "large_scib" else "numpy")
         scores = s.to_dict()
     return {"mode": mode, "cells": n, "seconds": time.perf_counter() - t0, "scores": scores,
             "subsample": info.get("subsample"), "steps": info.get("seconds")}
+
+
+GOAL = 10.0  # speed-up of the large-scale mode over scib-metrics' defaults at 20k cells
+PAIRS = (("scib_defaults", "large"), ("scib_defaults", "large_kbet"), ("scib_no_kbet", "large"),
+         ("scib_no_kbet", "large_kbet"))
+
+
+def summarize(rows: list[dict]) -> dict:
+    """Speed-ups per size and pair of modes, the goal verdict (>= ``GOAL`` x over scib-metrics'
+    defaults, no-kBET large mode) and the largest metric difference between like-for-like modes;
+    prints them."""
+    speed, verdict, diff = {}, {}, {}
+    for n in sorted({r["cells"] for r in rows}):
+        t = {r["mode"]: r for r in rows if r["cells"] == n}
+        for base, fast in PAIRS:
+            if base in t and fast in t:
+                bound = ">=" if t[base].get("timed_out") else ""
+                speed[f"{n}:{base}/{fast}"] = f"{bound}{t[base]['seconds'] / t[fast]['seconds']:.1f}x"
+        if "scib_defaults" in t and "large" in t:
+            x = t["scib_defaults"]["seconds"] / t["large"]["seconds"]
+            met = x >= GOAL
+            verdict[str(n)] = (f"{'met' if met else 'NOT met'}: large-scale mode {x:.1f}x faster than scib-metrics' "
+                               f"defaults at {n} cells (goal >= {GOAL:.0f}x)")
+        for base, fast in (("scib_no_kbet", "large"), ("scib_defaults", "large_kbet")):
+            if base in t and fast in t and t[base]["scores"] and t[fast]["scores"]:
+                a, b = t[base]["scores"], t[fast]["scores"]
+                d = {k: abs(float(a[k]) - float(b[k])) for k in b if k in a}
+                worst = max(d, key=d.get)
+                diff[f"{n}:{base}/{fast}"] = {"metric": worst, "abs_diff": d[worst]}
+    for k, v in speed.items():
+        print(f"speed-up {k}: {v}")
+    for k, v in verdict.items():
+        print(f"goal at {k} cells: {v}")
+    for k, v in diff.items():
+        print(f"largest score difference {k}: {v['metric']} {v['abs_diff']:.4f}")
+    return {"speed_up": speed, "verdict": verdict, "max_score_diff": diff}
 
 
 def main() -> None:
@@ -86,8 +127,14 @@ def main() -> None:
     ap.add_argument("--subsample", type=int, default=5_000)
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--out", default=str(ROOT / "figures" / "benchmarks" / "scoring_scale.json"))
+    ap.add_argument("--summarize", metavar="JSON", help="recompute speed-ups/verdict of a saved result file")
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.summarize:
+        res = json.loads(Path(args.summarize).read_text())
+        res.update(summarize(res["runs"]))
+        write_text_atomic(Path(args.summarize), json.dumps(res, indent=1))
+        return
     if args.one:
         print(json.dumps(one(args.one[0], int(args.one[1]), args.subsample)))
         return
@@ -98,6 +145,7 @@ def main() -> None:
     for n in args.sizes:
         for mode in args.modes:
             cmd = [sys.executable, __file__, "--one", mode, str(n), "--subsample", str(args.subsample)]
+            load_before = os.getloadavg()[0]
             try:
                 proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
                 lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -107,24 +155,16 @@ def main() -> None:
                 r = json.loads(lines[-1])
             except subprocess.TimeoutExpired:
                 r = {"mode": mode, "cells": n, "seconds": args.timeout, "timed_out": True, "scores": {}}
+            r["load_1min_before_after"] = [load_before, os.getloadavg()[0]]  # other jobs on the machine
             rows.append(r)
             s = r["scores"]
             agg = " / ".join(f"{s[k]:.3f}" for k in ("Bio conservation", "Batch correction", "Total") if k in s)
             print(f"{n:>8} {mode:<14}{r['seconds']:>9.1f}{'+' if r.get('timed_out') else ' '}  {agg}", flush=True)
-    speed = {}
-    for n in args.sizes:
-        t = {r["mode"]: r for r in rows if r["cells"] == n}
-        for base in ("scib_defaults", "scib_no_kbet"):
-            for fast in ("large", "large_kbet"):
-                if base in t and fast in t:
-                    bound = ">=" if t[base].get("timed_out") else ""
-                    speed[f"{n}:{base}/{fast}"] = f"{bound}{t[base]['seconds'] / t[fast]['seconds']:.1f}x"
-    for k, v in speed.items():
-        print(f"speed-up {k}: {v}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": f"{os.cpu_count()} CPU cores, 1 thread per process, shared with other jobs",
-                               "subsample": args.subsample, "runs": rows, "speed_up": speed}, indent=1))
+    write_text_atomic(out, json.dumps({"machine": f"{os.cpu_count()} CPU cores, 1 thread per process, shared with "
+                                       "other jobs", "subsample": args.subsample, "runs": rows,
+                                       **summarize(rows)}, indent=1))
     print(f"wrote {out}")
 
 

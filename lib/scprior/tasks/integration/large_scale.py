@@ -11,7 +11,12 @@ conservation / Batch correction = means of their metrics, Total = 0.6 bio + 0.4 
 * on a **stratified subsample** of ``subsample`` cells (every label x batch stratum in proportion,
   at least ``min_per_stratum`` cells each, seeded): silhouette label, BRAS, isolated labels (their
   cost grows with the square of the cells). ``kmeans_on="subsample"`` also fits the k-means there
-  and labels every cell by its nearest centroid.
+  and labels every cell by its nearest centroid. By default (``backend="numpy"``) these three
+  come from :mod:`scprior.tasks.integration.silhouette` (scib-metrics' definitions in numpy, one
+  label silhouette shared by silhouette label and isolated labels), because scib-metrics' JAX
+  silhouette recompiles per label-subset shape, and the k-means from
+  :mod:`scprior.tasks.integration.kmeans` (scib-metrics' k-means++ init and Lloyd loop, the loop in
+  numpy); ``backend="scib"`` calls scib-metrics' functions for both.
 
 :func:`large_scale_scores` returns the scores in the Benchmarker's table layout (scib-metrics'
 own metric names) plus what was subsampled (``uns``-style dict), so tables from both modes compare.
@@ -57,13 +62,19 @@ def exact_knn(x: np.ndarray, k: int = 90):
     return sklearn_neighbors(x, k)
 
 
-def _kmeans_all_cells(x_sub: np.ndarray, x: np.ndarray, n_clusters: int, chunk: int = 65536) -> np.ndarray:
-    """scib-metrics' KMeans (k-means++, seed 0) fitted on ``x_sub``; every row of ``x`` labelled by
-    its nearest centroid (in chunks: memory stays bounded at 1M cells)."""
-    from scib_metrics.utils import KMeans
+def _kmeans_all_cells(x_sub: np.ndarray, x: np.ndarray, n_clusters: int, chunk: int = 65536,
+                      backend: str = "numpy") -> np.ndarray:
+    """scib-metrics' KMeans (k-means++, seed 0) fitted on ``x_sub`` (``backend="numpy"``: its loop
+    in numpy, :func:`~scprior.tasks.integration.kmeans.kmeans_labels`); every row of ``x`` labelled
+    by its nearest centroid (in chunks: memory stays bounded at 1M cells)."""
+    if backend == "numpy":
+        from scprior.tasks.integration.kmeans import kmeans_labels
 
-    km = KMeans(n_clusters).fit(x_sub)
-    c = np.asarray(km.cluster_centroids_, dtype=np.float64)
+        c = kmeans_labels(x_sub, n_clusters)[1].astype(np.float64)
+    else:
+        from scib_metrics.utils import KMeans
+
+        c = np.asarray(KMeans(n_clusters).fit(np.array(x_sub, dtype=np.float32)).cluster_centroids_, dtype=np.float64)
     cn = (c**2).sum(1)
     out = np.empty(len(x), dtype=np.int64)
     for lo in range(0, len(x), chunk):
@@ -74,7 +85,8 @@ def _kmeans_all_cells(x_sub: np.ndarray, x: np.ndarray, n_clusters: int, chunk: 
 
 def large_scale_scores(emb: np.ndarray, labels: Sequence, batch: Sequence, pre: np.ndarray, *,
                        subsample: int = 20_000, seed: int = 0, kbet: bool = False, k: int = 90,
-                       min_per_stratum: int = 50, kmeans_on: str = "all", neighbors=None) -> tuple[pd.Series, dict]:
+                       min_per_stratum: int = 50, kmeans_on: str = "all", neighbors=None,
+                       backend: str = "numpy") -> tuple[pd.Series, dict]:
     """scib-metrics scores of one embedding (n_cells, d) at scale; see the module docstring.
 
     ``pre``: the unintegrated embedding for PCR comparison (e.g. ``X_pca``), same cells.
@@ -83,6 +95,9 @@ def large_scale_scores(emb: np.ndarray, labels: Sequence, batch: Sequence, pre: 
     one): BRAS and isolated labels average over labels, so small labels need cells. ``kmeans_on``:
     ``"all"`` (default; scib-metrics' k-means on every cell, linear cost) or ``"subsample"``
     (centroids fitted on the subsample, every cell labelled by its nearest centroid).
+    ``backend``: ``"numpy"`` (default; :func:`~scprior.tasks.integration.silhouette.subsample_scores`
+    and :func:`~scprior.tasks.integration.kmeans.kmeans_labels`) or ``"scib"`` (scib-metrics' JAX
+    functions; same definitions, slower: compiles per shape, >= 300 k-means iterations in JAX).
     Returns (scores: metric name -> value incl. ``Bio conservation``, ``Batch correction``,
     ``Total``; info: ``n_cells``, ``subsample`` size and seed, seconds per step).
     """
@@ -115,19 +130,32 @@ def large_scale_scores(emb: np.ndarray, labels: Sequence, batch: Sequence, pre: 
     t0 = time.perf_counter()
     if kmeans_on not in ("all", "subsample"):
         raise ScpriorInputError(f"kmeans_on must be 'all' or 'subsample', got {kmeans_on!r}.")
+    if backend not in ("numpy", "scib"):
+        raise ScpriorInputError(f"backend must be 'numpy' or 'scib', got {backend!r}.")
     sub = stratified_subsample(np.char.add(np.char.add(labels, "\x00"), batch), subsample, seed=seed,
                                min_per_stratum=min_per_stratum)
     xs, ls, bs = emb[sub], labels[sub], batch[sub]
-    s["silhouette_label"] = float(scib_metrics.silhouette_label(xs, ls))
-    s["bras"] = float(scib_metrics.bras(xs, ls, bs))
-    s["isolated_labels"] = float(scib_metrics.isolated_labels(xs, ls, bs))
+    if backend == "numpy":
+        from scprior.tasks.integration.silhouette import subsample_scores
+
+        s.update(subsample_scores(xs, ls, bs))
+    else:
+        s["silhouette_label"] = float(scib_metrics.silhouette_label(xs, ls))
+        s["bras"] = float(scib_metrics.bras(xs, ls, bs))
+        s["isolated_labels"] = float(scib_metrics.isolated_labels(xs, ls, bs))
     t["subsample_metrics"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    if kmeans_on == "all":  # k-means is linear in cells: scib-metrics' own call on every cell
+    n_types = len(np.unique(labels))
+    if kmeans_on == "all" and backend == "scib":  # k-means is linear in cells: scib-metrics' own call
         s.update({f"nmi_ari_cluster_labels_kmeans_{k_}": float(v)
                   for k_, v in scib_metrics.nmi_ari_cluster_labels_kmeans(emb, labels).items()})
     else:
-        pred = _kmeans_all_cells(xs, emb, len(np.unique(labels)))
+        if kmeans_on == "all":  # the same k-means, its Lloyd loop in numpy
+            from scprior.tasks.integration.kmeans import kmeans_labels
+
+            pred = kmeans_labels(emb, n_types)[0]
+        else:
+            pred = _kmeans_all_cells(xs, emb, n_types, backend=backend)
         s["nmi_ari_cluster_labels_kmeans_nmi"] = float(normalized_mutual_info_score(labels, pred,
                                                                                     average_method="arithmetic"))
         s["nmi_ari_cluster_labels_kmeans_ari"] = float(adjusted_rand_score(labels, pred))
@@ -136,7 +164,7 @@ def large_scale_scores(emb: np.ndarray, labels: Sequence, batch: Sequence, pre: 
     bat = float(np.mean([s[m] for m in BATCH if m in s]))
     scores = pd.Series({**s, "Bio conservation": bio, "Batch correction": bat, "Total": 0.6 * bio + 0.4 * bat})
     info = {"mode": "large_scale", "n_cells": int(len(emb)), "subsample": int(len(sub)), "subsample_seed": int(seed),
-            "min_per_stratum": int(min_per_stratum), "kmeans_on": kmeans_on,
+            "min_per_stratum": int(min_per_stratum), "kmeans_on": kmeans_on, "backend": backend,
             "subsampled": ["silhouette_label", "bras", "isolated_labels"]
             + (["kmeans fit"] if kmeans_on == "subsample" else []),
             "knn": f"exact sklearn, k={k}", "seconds": t}
