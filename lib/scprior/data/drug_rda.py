@@ -112,25 +112,34 @@ def dframe(obj: Any) -> pd.DataFrame:
     return pd.DataFrame(cols, index=index)
 
 
-def read_sce(path: str | Path, *, assay: str = "counts") -> ad.AnnData:
-    """A SingleCellExperiment saved in an ``.rda`` file, as AnnData (cells x genes).
-
-    ``X`` is the ``assay`` (a dgCMatrix, transposed to cells x genes, CSR float32); ``obs`` is its
-    ``colData``; ``var_names`` are its row names. The file is only read.
-    """
+def read_single_object(path: str | Path, *, expected: str, fetch_hint: str = "python -m scprior.data.fetch"
+                       ) -> tuple[dict, str]:
+    """The one R object of an ``.rda`` file as its slots and its class name; a missing file, an
+    unreadable file or more than one object raise :class:`ScpriorInputError` (``expected`` names
+    the object in the message). The file is only read."""
     rdata = _require_rdata()
     path = Path(path)
     if not path.is_file():
-        raise ScpriorInputError(f"{path} does not exist: run `python -m scprior.data.fetch` first.")
+        raise ScpriorInputError(f"{path} does not exist: run `{fetch_hint}` first.")
     try:
         parsed = rdata.parser.parse_file(path)
     except Exception as exc:  # noqa: BLE001 - rdata raises many types for bad files
         raise ScpriorInputError(f"{path} is not a readable R data file ({type(exc).__name__}: {exc}).") from None
     objects = pairlist(parsed.object)
     if len(objects) != 1:
-        raise ScpriorInputError(f"{path} holds {len(objects)} R objects ({sorted(objects)}); expected one SingleCellExperiment.")
-    sce = slots(next(iter(objects.values())))
-    cls = strings(sce["class"])[0] if "class" in sce else "?"
+        raise ScpriorInputError(f"{path} holds {len(objects)} R objects ({sorted(objects)}); expected one {expected}.")
+    obj = slots(next(iter(objects.values())))
+    return obj, (strings(obj["class"])[0] if "class" in obj else "?")
+
+
+def read_sce(path: str | Path, *, assay: str = "counts") -> ad.AnnData:
+    """A SingleCellExperiment saved in an ``.rda`` file, as AnnData (cells x genes).
+
+    ``X`` is the ``assay`` (a dgCMatrix, transposed to cells x genes, CSR float32); ``obs`` is its
+    ``colData``; ``var_names`` are its row names. The file is only read.
+    """
+    path = Path(path)
+    sce, cls = read_single_object(path, expected="SingleCellExperiment")
     if cls != "SingleCellExperiment" or "assays" not in sce or "colData" not in sce:
         raise ScpriorInputError(f"{path} holds an R object of class {cls!r}, not a SingleCellExperiment.")
     assays_list = slots(slots(sce["assays"])["data"])["listData"]

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from scprior.data.drug_rda import _deref, _require_rdata, pairlist, slots, strings, vector
+from scprior.data.drug_rda import _deref, _require_rdata, read_single_object, slots, strings, vector
 from scprior.errors import ScpriorInputError
 
 RAW = Path("data/raw/far_species")
@@ -95,19 +95,9 @@ def _data_frame(obj: Any) -> pd.DataFrame:
 def read_seurat(path: str | os.PathLike) -> dict[str, Any]:
     """A Seurat object in an ``.rda`` file: ``{"counts", "data"}`` (CSR cells x genes or None),
     ``genes``, ``cells`` and ``obs`` (``meta.data``). The file is only read."""
-    rdata = _require_rdata()
     path = Path(path)
-    if not path.is_file():
-        raise ScpriorInputError(f"{path} does not exist: run `python -m scprior.data.fetch --only far_species` first.")
-    try:
-        parsed = rdata.parser.parse_file(path)
-    except Exception as exc:  # noqa: BLE001 - rdata raises many types for bad files
-        raise ScpriorInputError(f"{path} is not a readable R data file ({type(exc).__name__}: {exc}).") from None
-    objects = pairlist(parsed.object)
-    if len(objects) != 1:
-        raise ScpriorInputError(f"{path} holds {len(objects)} R objects ({sorted(objects)}); expected one Seurat object.")
-    obj = slots(next(iter(objects.values())))
-    cls = strings(obj["class"])[0] if "class" in obj else "?"
+    obj, cls = read_single_object(path, expected="Seurat object",
+                                  fetch_hint="python -m scprior.data.fetch --only far_species")
     if cls != "Seurat" or "assays" not in obj or "meta.data" not in obj:
         raise ScpriorInputError(f"{path} holds an R object of class {cls!r}, not a Seurat object.")
     assays = _deref(obj["assays"])
