@@ -99,6 +99,7 @@ def stream_detection(vocab: GeneVocabulary, sources: Mapping[str, CellSource], *
             seen.append(local[~measured[local]])
             measured[local] = True
             n += chunk.n_obs
+            del chunk, csr  # released before the next chunk is read
         if not measured.any():
             raise ScpriorInputError(f"None of the {name} source's genes has a protein token; check the symbols.")
         freq = np.zeros(n_genes, dtype=np.float64)
