@@ -98,19 +98,26 @@ class CountingSource:
 
 
 class LiveRows:
-    """Wraps a chunk builder; counts the cells held by its datasets that are still alive."""
+    """Wraps a chunk builder; counts the cells held by its datasets (and the objects their collate
+    functions belong to) that are still alive."""
 
     def __init__(self, inner) -> None:
         self.inner, self.rows, self.peak, self.at_build = inner, 0, 0, 0
 
-    def _release(self, n: int) -> None:
-        self.rows -= n
+    def _release(self, n: int, left: list) -> None:
+        left[0] -= 1
+        if not left[0]:
+            self.rows -= n
 
     def build(self, species, chunk, cells):
         self.at_build = max(self.at_build, self.rows)  # datasets still held when the next is built
         ds, collate = self.inner(species, chunk, cells)
-        self.rows += len(ds)
-        weakref.finalize(ds, self._release, len(ds))
+        owners = {id(o): o for o in (ds, getattr(collate, "__self__", ds))}.values()
+        n = max(len(o) for o in owners)
+        self.rows += n
+        left = [len(owners)]
+        for o in owners:
+            weakref.finalize(o, self._release, n, left)
         return ds, collate
 
 

@@ -143,7 +143,7 @@ class StreamBatches:
                                                      generator=self.generator if self.shuffle else None,
                                                      collate_fn=collate)
                 yield from shard_loader(loader, rank, world)
-                del loader, dataset  # released before the next chunk is read
+                del loader, dataset, collate  # released before the next chunk is read
         finally:
             for r in readers.values():
                 r.close()
