@@ -27,7 +27,11 @@ from scprior.models.genecompass import (
     pretrain_genecompass,
 )
 from scprior.models.genecompass.model import GeneCompassConfig
-from scprior.models.genecompass.stream import genecompass_chunk_builder, pretrain_genecompass_stream
+from scprior.models.genecompass.stream import (
+    build_vocab_stream,
+    genecompass_chunk_builder,
+    pretrain_genecompass_stream,
+)
 from scprior.models.stream_training import StreamBatches, held_out
 from scprior.models.uce import UCEConfig, load_uce, train_uce
 from scprior.models.uce_stream import pretrain_uce_stream, stream_detection, uce_chunk_builder
@@ -196,6 +200,26 @@ def test_genecompass_trains_from_shards_with_another_gene_order_as_from_the_file
         models.append(gc)
         assert (tmp_path / f"{name}.pt").is_file()
     assert _same_state(models[0].model, models[1].model)
+
+
+def test_genecompass_vocabulary_from_a_stream_equals_build_vocab(data, files):
+    """The same genes, tokens, homolog keys and exact non-zero medians as build_vocab on the corpus
+    in memory, from shards whose gene orders differ; a histogram cap of 3 puts most counts (up to
+    16 here) in the one-by-one overflow path, the default cap none."""
+    orth = {"gene1": "GENE1", "gene3": "GENE3"}
+    for kw in ({}, {"max_genes_per_species": 10, "min_cells": 5}):
+        ref = build_vocab([("human", data["human"]), ("mouse", data["mouse"])], orthologs=orth, **kw)
+        for cap in (3, 256):
+            got = build_vocab_stream({"human": files / "shards", "mouse": CellSource(data["mouse"])}, orthologs=orth,
+                                     chunk_size=16, hist_cap=cap, **kw)
+            assert got.symbols == ref.symbols and got.species == ref.species
+            assert got.human_symbols == ref.human_symbols
+            np.testing.assert_array_equal(got.medians, ref.medians)
+    assert len(set(ref.medians)) > 2  # the medians differ between genes, so the check discriminates
+    scaled = data["human"].copy()
+    scaled.layers["counts"] = scaled.layers["counts"] * 0.5
+    with pytest.raises(ScpriorInputError, match="not integers"):
+        build_vocab_stream({"human": CellSource(scaled)})
 
 
 def test_streamed_training_is_seeded_and_two_species_mix_in_the_chunk_order(data):
