@@ -272,6 +272,11 @@ def test_bad_stream_inputs_say_what_to_do(data):
         pretrain_uce_stream({}, {}, {})
     with pytest.raises(ScpriorInputError, match="part"):
         StreamBatches({"human": CellSource(data["human"])}, lambda *a: None, batch_size=4, part="test")
+    neg = data["human"].copy()
+    neg.layers["counts"] = -neg.layers["counts"]
+    prot, tabs = _knowledge({"human": neg})
+    with pytest.raises(ScpriorInputError, match="non-negative"):
+        pretrain_uce_stream({"human": CellSource(neg)}, prot, tabs, config=UCEConfig(**UCE))
     with pytest.raises(ScpriorInputError, match="does not exist"):
         pretrain_genecompass_stream(build_model(build_vocab([("human", data["human"])]), {}, GC), {"human": "/nope.h5ad"})
 

@@ -95,6 +95,8 @@ def stream_detection(vocab: GeneVocabulary, sources: Mapping[str, CellSource], *
                 cache[key] = _vocab_columns(vocab, name, names)
             cols, local = cache[key]
             csr = sp.csr_matrix(chunk.counts, dtype=np.float32)[:, cols].tocsr()
+            if csr.nnz and csr.data.min() < 0:
+                raise ScpriorInputError(f"{name} counts must be non-negative (chunk {chunk.index}); pass raw counts.")
             expressed[local] += np.bincount(csr.indices[csr.data > 0], minlength=len(cols))
             seen.append(local[~measured[local]])
             measured[local] = True
@@ -161,6 +163,9 @@ def pretrain_uce_stream(
     model. The checkpoint loads with :func:`~scprior.models.uce.load_uce`.
     """
     cfg = config or UCEConfig()
+    if getattr(cfg, "gene_set", "all") != "all":
+        raise ScpriorInputError("pretrain_uce_stream uses every gene with a token (gene_set='all'); restrict "
+                                "gene_tables to the genes you want instead.")
     srcs = as_sources(sources, layer=layer)
     seed_everything(cfg.seed)
     vocab = build_vocabulary(protein, gene_tables, seed=cfg.token_seed)
@@ -174,9 +179,12 @@ def pretrain_uce_stream(
              "chrom_tokens": {k: v.tolist() for k, v in vocab.chrom_tokens.items()}}
     result = None
     if cfg.epochs > 0:
+        # the same training settings as train_uce: gradient clipping 1.0 unless the config sets
+        # grad_clip, an lr warm-up only where the config asks for one
+        warm = int(getattr(cfg, "warmup_steps", 0) or 0)
         tcfg = TrainConfig(max_epochs=cfg.epochs, lr=cfg.lr, optimizer="adamw", patience=cfg.patience,
                            seed=cfg.seed, device=cfg.device, progress=cfg.progress, desc="uce stream pretrain",
-                           grad_clip=1.0)
+                           grad_clip=getattr(cfg, "grad_clip", 1.0) or None, **({"warmup_steps": warm} if warm else {}))
         result = fit(model, masked_expression_loss, train, val, tcfg, checkpoint=checkpoint, extra_state=extra)
     return UCEStreamResult(model=model, vocab=vocab, train=result, detection=det)
 
