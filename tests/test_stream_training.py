@@ -281,6 +281,32 @@ def test_bad_stream_inputs_say_what_to_do(data):
         pretrain_genecompass_stream(build_model(build_vocab([("human", data["human"])]), {}, GC), {"human": "/nope.h5ad"})
 
 
+def test_ranks_shares_of_each_streamed_batch_make_the_single_process_batch(data, monkeypatch):
+    """Under DDP every rank walks the same chunks and cell order and collates a contiguous share of
+    each global batch: the shares of ranks 0 and 1, stacked, are the one-process batch, and their
+    loss weights (local cells x 2 / global cells) sum to 2 (an empty share counts 0)."""
+    import scprior.runtime as runtime
+    from scprior.models.training import ShardedBatch
+
+    vocab = build_vocab([("human", data["human"])])
+    gc = build_model(vocab, {}, GC, seed=0)
+    srcs = {"human": CellSource(data["human"])}
+
+    def run(rank_world):
+        monkeypatch.setattr(runtime, "dist_info", lambda: rank_world)
+        return list(StreamBatches(srcs, genecompass_chunk_builder(gc), batch_size=7, chunk_size=16, val_fraction=0.2,
+                                  seed=2))
+
+    single, r0, r1 = run((0, 1)), run((0, 2)), run((1, 2))
+    assert len(single) == len(r0) == len(r1) > 4
+    assert all(isinstance(b, ShardedBatch) for b in r0 + r1)
+    for whole, a, b in zip(single, r0, r1):
+        assert a.weight + b.weight == pytest.approx(2.0)
+        shares = [x.batch for x in (a, b) if x.weight > 0]  # a 1-cell batch: rank 1 repeats it at weight 0
+        for k in range(3):
+            torch.testing.assert_close(torch.cat([x[k] for x in shares]), whole[k], rtol=0, atol=0)
+
+
 _DDP_WORKER = """
 import json, sys
 sys.path.insert(0, {tests!r})
