@@ -5,6 +5,7 @@ GeneCompass, through the streaming data path (prints a table, writes a plot and 
     python benchmarks/scale.py --quick                           # 2k and 10k cells, every model
     python benchmarks/scale.py --sizes 10000 100000 --models macrogene
     python benchmarks/scale.py --train 20000                     # + training throughput, 1 and 2 processes
+    python benchmarks/scale.py --train 20000 --train-only --train-models uce genecompass   # -> scale_train.json
 
 Data: synthetic sparse counts shaped like real droplet data, ~2,000 of 20,000 genes detected per
 cell (column gaps ~ geometric, counts ~ 1 + geometric), generated chunk by chunk from a seed (never
@@ -15,8 +16,11 @@ memory of that process (``ru_maxrss``: Python, torch and the model included). Th
 slope of log(time) on log(cells). Models are the configurations this repository's notebooks run on
 CPU (``params.yaml``): macrogene integrator with 2 x 128 macrogenes (protein + text), hidden 256,
 latent 64; UCE-style 2 layers, d_model 32, 64 genes per sentence; GeneCompass 2 layers, hidden 32,
-top 64 genes. Training throughput: macrogene pretraining through the one training loop on a
-:class:`~scprior.models.batching.ChunkBatches` stream, 1 process and ``torchrun`` with 2 (gloo).
+top 64 genes. Training throughput (one epoch, every cell a training cell, 1 process and ``torchrun``
+with 2, gloo): macrogene pretraining through the one training loop on a
+:class:`~scprior.models.batching.ChunkBatches` stream; the UCE-style encoder and GeneCompass through
+their streamed recipes (:func:`scprior.models.uce_stream.pretrain_uce_stream`,
+:func:`scprior.models.genecompass.stream.pretrain_genecompass_stream`), same architectures as above.
 One thread per process (``OMP_NUM_THREADS=1``).
 """
 
@@ -173,34 +177,86 @@ def one(model: str, n: int, chunk_size: int) -> dict:
             "peak_rss_mib": peak_rss_mib(), "shape": shape, "chunk_size": chunk_size}
 
 
-def train_one(n: int, chunk_size: int, batch_size: int) -> dict | None:
-    """Macrogene pretraining for one epoch over ``n`` streamed cells (run under torchrun or alone)."""
+def _uce_parts():
+    """Synthetic protein tokens and gene positions for the UCE-style encoder (as :func:`embedder`)."""
+    import pandas as pd
+
+    from scprior.knowledge.embeddings import GeneEmbeddings
+
+    rng = np.random.default_rng(0)
+    genes = _genes("human")
+    protein = {"human": GeneEmbeddings(np.asarray(genes), rng.normal(size=(N_GENES, 64)), "human", "protein")}
+    table = pd.DataFrame({"symbol": genes, "chromosome": rng.choice([str(c) for c in range(1, 23)] + ["X"], N_GENES),
+                          "start": rng.integers(0, 10**8, N_GENES)})
+    return protein, {"human": table}
+
+
+UCE_BENCH = dict(d_model=32, nhead=2, d_hid=64, nlayers=2, output_dim=32, head_hidden=64, decoder_hidden=(64, 32),
+                 sample_size=64)
+
+
+def train_one(model: str, n: int, chunk_size: int, batch_size: int) -> dict | None:
+    """One epoch of ``model``'s pretraining over ``n`` streamed cells through the one training loop
+    (run under torchrun or alone): macrogene pretraining on :class:`ChunkBatches`, the UCE-style
+    encoder with :func:`~scprior.models.uce_stream.pretrain_uce_stream`, GeneCompass with
+    :func:`~scprior.models.genecompass.stream.pretrain_genecompass_stream` (no held-out cells, so
+    every cell is a training cell; the UCE set-up and detection pass before training are timed apart)."""
     import torch
 
-    from scprior.models.batching import ChunkBatches
-    from scprior.models.macrogene_integrator import pretrain_loss
     from scprior.models.training import TrainConfig, fit
     from scprior.runtime import dist_info, init_distributed
 
     torch.set_num_threads(1)
     init_distributed()
-    net, axis = build_macrogene()
     src = SyntheticSource(n, seed=1)
+    extra: dict = {}
+    if model == "macrogene":
+        from scprior.models.batching import ChunkBatches
+        from scprior.models.macrogene_integrator import pretrain_loss
 
-    def transform(chunk):
-        import scipy.sparse as sp
+        net, axis = build_macrogene()
 
-        x = chunk.counts
-        full = sp.csr_matrix((x.data, x.indices, x.indptr), shape=(x.shape[0], len(axis)))  # human block first
-        return full, torch.zeros(x.shape[0], dtype=torch.long)
+        def transform(chunk):
+            import scipy.sparse as sp
 
-    loader = ChunkBatches(src, transform, batch_size=batch_size, chunk_size=chunk_size, seed=0)
-    res = fit(net, pretrain_loss, loader, None, TrainConfig(max_epochs=1, patience=None, progress=False, device="cpu"))
+            x = chunk.counts
+            full = sp.csr_matrix((x.data, x.indices, x.indptr), shape=(x.shape[0], len(axis)))  # human block first
+            return full, torch.zeros(x.shape[0], dtype=torch.long)
+
+        loader = ChunkBatches(src, transform, batch_size=batch_size, chunk_size=chunk_size, seed=0)
+        res = fit(net, pretrain_loss, loader, None, TrainConfig(max_epochs=1, patience=None, progress=False,
+                                                                device="cpu"))
+    elif model == "uce":
+        from scprior.models.uce import UCEConfig
+        from scprior.models.uce_stream import pretrain_uce_stream
+
+        protein, tables = _uce_parts()
+        cfg = UCEConfig(**UCE_BENCH, batch_size=batch_size, epochs=1, val_fraction=0.0, patience=None,
+                        progress=False, device="cpu")
+        t0 = time.perf_counter()
+        out = pretrain_uce_stream({"human": src}, protein, tables, config=cfg, chunk_size=chunk_size)
+        res = out.train
+        extra["setup_detection_s"] = time.perf_counter() - t0 - res.seconds  # vocabulary, model, detection pass
+    elif model == "genecompass":
+        from scprior.models.genecompass import GeneVocab, PretrainConfig, build_model
+        from scprior.models.genecompass.model import GeneCompassConfig
+        from scprior.models.genecompass.stream import pretrain_genecompass_stream
+
+        vocab = GeneVocab(["human"] * N_GENES, _genes("human"), _genes("human"), np.full(N_GENES, 2.0))
+        gcfg = GeneCompassConfig(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, top_k=64,
+                                 priors=(), dropout=0.0)
+        gc = build_model(vocab, {}, gcfg, seed=0)
+        cfg = PretrainConfig(epochs=1, batch_size=batch_size, val_fraction=0.0, patience=None, progress=False,
+                             device="cpu")
+        res = pretrain_genecompass_stream(gc, {"human": src}, cfg, chunk_size=chunk_size)
+    else:
+        raise SystemExit(f"unknown model {model!r}; choose from {MODELS}")
     rank, world = dist_info()
     if rank:
         return None
-    return {"processes": world, "cells": n, "seconds": res.seconds, "cells_per_s": n / res.seconds,
-            "generate_s": src.gen_seconds, "batch_size": batch_size, "peak_rss_mib_rank0": peak_rss_mib()}
+    return {"model": model, "processes": world, "cells": n, "seconds": res.seconds, "cells_per_s": n / res.seconds,
+            "generate_s": src.gen_seconds, "batch_size": batch_size, "chunk_size": chunk_size,
+            "peak_rss_mib_rank0": peak_rss_mib(), **extra}
 
 
 def _run(cmd: list[str], timeout: float) -> dict | None:
@@ -257,23 +313,27 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="2k and 10k cells")
     ap.add_argument("--train", type=int, default=0, help="cells for the 1- vs 2-process training throughput (0: skip)")
     ap.add_argument("--train-batch", type=int, default=256)
+    ap.add_argument("--train-models", nargs="+", default=list(MODELS), choices=MODELS,
+                    help="models whose training throughput is measured")
+    ap.add_argument("--train-only", action="store_true",
+                    help="skip the embedding runs; write <out> = figures/benchmarks/scale_train unless --out")
     ap.add_argument("--timeout", type=float, default=3600)
-    ap.add_argument("--out", default=str(ROOT / "figures" / "benchmarks" / "scale"))
+    ap.add_argument("--out", default=None, help="output path without suffix (default figures/benchmarks/scale)")
     ap.add_argument("--replot", nargs="+", metavar="JSON", help="merge result JSONs of earlier runs, print, plot")
     ap.add_argument("--one", nargs=2, metavar=("MODEL", "CELLS"), help=argparse.SUPPRESS)
-    ap.add_argument("--train-one", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--train-one", nargs=2, metavar=("MODEL", "CELLS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one(args.one[0], int(args.one[1]), args.chunk_size)))
         return
     if args.train_one:
-        out = train_one(args.train_one, args.chunk_size, args.train_batch)
+        out = train_one(args.train_one[0], int(args.train_one[1]), args.chunk_size, args.train_batch)
         if out is not None:
             print(json.dumps(out))
         return
     machine = (f"{os.cpu_count()} CPU cores ({os.uname().machine}), 1 thread per process, torch CPU; "
                "cores shared with other jobs while measured")
-    out = Path(args.out)
+    out = Path(args.out or ROOT / "figures" / "benchmarks" / ("scale_train" if args.train_only else "scale"))
     out.parent.mkdir(parents=True, exist_ok=True)
     if args.replot:
         runs = [json.loads(Path(f).read_text()) for f in args.replot]
@@ -281,9 +341,10 @@ def main() -> None:
         train = [r for run in runs for r in run["training"]]
         save(out, machine, rows, train)
         return
-    sizes = [2_000, 10_000] if args.quick else sorted(args.sizes)
+    sizes = [] if args.train_only else [2_000, 10_000] if args.quick else sorted(args.sizes)
     rows = []
-    print(f"{'model':<12}{'cells':>10}{'embed s':>10}{'cells/s':>10}{'peak MiB':>10}{'gen s':>8}", flush=True)
+    if sizes:
+        print(f"{'model':<12}{'cells':>10}{'embed s':>10}{'cells/s':>10}{'peak MiB':>10}{'gen s':>8}", flush=True)
     for model in args.models:
         for n in sizes:
             if model != "macrogene" and n > args.encoder_max:
@@ -298,17 +359,21 @@ def main() -> None:
                   f"{r['generate_s']:>8.1f}", flush=True)
     train = []
     if args.train:
-        for procs in (1, 2):
-            cmd = [sys.executable, __file__, "--train-one", str(args.train), "--chunk-size", str(min(args.chunk_size, args.train)),
-                   "--train-batch", str(args.train_batch)]
-            if procs > 1:
-                cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}",
-                       "--master_addr=127.0.0.1", "--master_port=29533", *cmd[1:]]
-            r = _run(cmd, args.timeout)
-            if r is not None:
-                train.append(r)
-                print(f"training (macrogene pretrain, {args.train} cells, global batch {args.train_batch}): "
-                      f"{procs} process(es) {r['cells_per_s']:.0f} cells/s ({r['seconds']:.1f} s)", flush=True)
+        for model in args.train_models:
+            for procs in (1, 2):
+                cmd = [sys.executable, __file__, "--train-one", model, str(args.train), "--chunk-size",
+                       str(min(args.chunk_size, args.train)), "--train-batch", str(args.train_batch)]
+                if procs > 1:
+                    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={procs}",
+                           "--master_addr=127.0.0.1", "--master_port=29533", *cmd[1:]]
+                load = os.getloadavg()[0]
+                r = _run(cmd, args.timeout)
+                if r is not None:
+                    r.update({"load_1min_before": load, "load_1min_after": os.getloadavg()[0]})
+                    train.append(r)
+                    save(out, machine, rows, train, quiet=True)
+                    print(f"training ({model}, {args.train} cells, global batch {args.train_batch}): "
+                          f"{procs} process(es) {r['cells_per_s']:.0f} cells/s ({r['seconds']:.1f} s)", flush=True)
     save(out, machine, rows, train)
 
 
@@ -326,7 +391,7 @@ def save(out: Path, machine: str, rows: list[dict], train: list[dict], *, quiet:
               f"| {r['generate_s']:.1f} |")
     print("exponent of time vs cells: " + ", ".join(f"{m} {e:.2f}" for m, e in fits.items()))
     for r in train:
-        print(f"training (macrogene pretrain, {r['cells']} cells, global batch {r['batch_size']}): "
+        print(f"training ({r.get('model', 'macrogene')}, {r['cells']} cells, global batch {r['batch_size']}): "
               f"{r['processes']} process(es) {r['cells_per_s']:.0f} cells/s ({r['seconds']:.1f} s)")
     if rows:
         plot(rows, out.with_suffix(".png"), machine)
