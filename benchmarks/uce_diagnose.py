@@ -173,7 +173,7 @@ def trained(adatas, know, cfg: UCEConfig, labels, species, genes=None) -> dict:
 def task_run(args) -> None:
     """Both species as notebook 01 reads them (``prepare_task``; all cells unless ``--cells``),
     the task's HVGs passed to variants with ``gene_set: hvg``; PCA = the pipeline's ortholog PCA."""
-    from scprior.tasks.integration.methods import prepare_task
+    from scprior.tasks.integration.methods import fixed_threads, prepare_task
 
     task = prepare_task("data/processed", "data/processed/knowledge", n_hvg=1000, n_hvg_orthologs=2000,
                         max_cells=args.cells or None, seed=0)
@@ -182,6 +182,8 @@ def task_run(args) -> None:
     pca = baselines.pca_embedding(task.orthologs, n_comps=50, seed=0)
     print("pca", json.dumps(within_species_knn(pca, labels, species)), flush=True)
     genes = {s: list(a.var_names) for s, a in task.hvg.items()}
+    fixed_threads(1)  # scanpy/sklearn above can leave MKL's OpenMP pool at 2+ threads: barrier waits
+    print("threads", torch.get_num_threads(), flush=True)
     variants = variants_of()
     for name in filter(None, args.variants.split(",")):
         cfg = UCEConfig(**{**BASE, **variants.get(name, {}), "epochs": args.epochs,
@@ -272,6 +274,8 @@ def variants_of() -> dict[str, dict]:
         "hvg_pos_scaled_mean_b16": {**HVG, "pooling": "mean", "batch_size": 16},
         "hvg_pos_scaled_mean_b16_wu": {**HVG, "pooling": "mean", "batch_size": 16, "lr": 2e-3,
                                        "warmup_steps": 200},
+        "hvg_pos_scaled_mean_dot_lr2e-3_wu": {**HVG, "pooling": "mean", "decoder": "dot", "lr": 2e-3,
+                                              "warmup_steps": 100},
         "hvg_pos_scaled_mean_dot_b16_wu": {**HVG, "pooling": "mean", "decoder": "dot", "batch_size": 16,
                                            "lr": 2e-3, "warmup_steps": 200},
         "counts_scaled_b16_lr3e-3": {"sample_weights": "counts", "decoder_cell_scale": True, "batch_size": 16,
