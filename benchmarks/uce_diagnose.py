@@ -280,6 +280,7 @@ def variants_of() -> dict[str, dict]:
                                        "warmup_steps": 200},
         "hvg_pos_scaled_mean_dot_lr2e-3_wu": {**HVG, "pooling": "mean", "decoder": "dot", "lr": 2e-3,
                                               "warmup_steps": 100},
+        "hvg_pos_scaled_mean_dot_lr2e-3": {**HVG, "pooling": "mean", "decoder": "dot", "lr": 2e-3},
         "hvg_pos_scaled_mean_dot_b16_wu": {**HVG, "pooling": "mean", "decoder": "dot", "batch_size": 16,
                                            "lr": 2e-3, "warmup_steps": 200},
         "counts_scaled_b16_lr3e-3": {"sample_weights": "counts", "decoder_cell_scale": True, "batch_size": 16,
