@@ -12,6 +12,9 @@ Prints, for ``--cells`` Baron human cells (1 thread):
   vectors) and 5-fold kNN balanced accuracy of the embedding beside PCA's on the same cells.
 
 Usage: ``PYTHONPATH=lib .venv/bin/python benchmarks/uce_diagnose.py --cells 600 --epochs 10``.
+``--task --cells 0 --epochs 15 --patience 3 --variants hvg_pos_scaled_mean_dot`` trains on both
+species as notebook 01 reads them (all cells, the task's HVGs) and scores kNN beside the pipeline's
+ortholog PCA: the run behind ``params.yaml`` ``uce:`` (issue #10).
 """
 
 from __future__ import annotations
@@ -153,12 +156,14 @@ def oracle_decoder(adata, know, cfg: UCEConfig, *, epochs: int = 15, n_pcs: int 
             "oracle_gap": round(acc(real) - acc(shuf), 4)}
 
 
-def trained(adatas, know, cfg: UCEConfig, labels, species) -> dict:
-    t = time.perf_counter()
-    res = train_uce(adatas, know.embeddings["protein"], know.gene_tables, config=cfg, diagnostics=600)
+def trained(adatas, know, cfg: UCEConfig, labels, species, genes=None) -> dict:
+    t, cpu = time.perf_counter(), time.process_time()
+    res = train_uce(adatas, know.embeddings["protein"], know.gene_tables, config=cfg, diagnostics=600,
+                    genes=genes if cfg.gene_set == "hvg" else None)
     z = res.adata.obsm["X_uce"]
     hist = res.train.history if res.train else []
-    return {"seconds": round(time.perf_counter() - t, 1), "epochs": len(hist),
+    return {"seconds": round(time.perf_counter() - t, 1), "cpu_seconds": round(time.process_time() - cpu, 1),
+            "epochs": len(hist),
             "best_epoch": res.train.best_epoch if res.train else -1,
             "val_loss": [round(h["val_loss"], 4) for h in hist],
             "gap_train": round(res.diagnostics["train"]["decoder_gap"], 4),
@@ -167,6 +172,28 @@ def trained(adatas, know, cfg: UCEConfig, labels, species) -> dict:
             "blind_auroc": round(res.diagnostics["train"]["cell_blind_auroc"], 4),
             "cosine": round(res.diagnostics["mean_pairwise_cosine"], 4),
             "knn": within_species_knn(z, labels, species)}
+
+
+def task_run(args) -> None:
+    """Both species as notebook 01 reads them (``prepare_task``; all cells unless ``--cells``),
+    the task's HVGs passed to variants with ``gene_set: hvg``; PCA = the pipeline's ortholog PCA."""
+    from scprior.tasks.integration.methods import fixed_threads, prepare_task
+
+    task = prepare_task("data/processed", "data/processed/knowledge", n_hvg=1000, n_hvg_orthologs=2000,
+                        max_cells=args.cells or None, seed=0)
+    labels = task.obs["cell_type"].astype(str).to_numpy()
+    species = task.obs["species"].astype(str).to_numpy()
+    pca = baselines.pca_embedding(task.orthologs, n_comps=50, seed=0)
+    print("pca", json.dumps(within_species_knn(pca, labels, species)), flush=True)
+    genes = {s: list(a.var_names) for s, a in task.hvg.items()}
+    fixed_threads(1)  # scanpy/sklearn above can leave MKL's OpenMP pool at 2+ threads: barrier waits
+    print("threads", torch.get_num_threads(), flush=True)
+    variants = variants_of()
+    for name in filter(None, args.variants.split(",")):
+        cfg = UCEConfig(**{**BASE, **variants.get(name, {}), "epochs": args.epochs,
+                           "patience": args.patience})
+        out = trained(task.adatas, task.knowledge, cfg, labels, species, genes=genes)
+        print(name, json.dumps(out), flush=True)
 
 
 def main() -> None:
@@ -180,8 +207,13 @@ def main() -> None:
     p.add_argument("--oracle-epochs", type=int, default=15)
     p.add_argument("--hvg", type=int, default=0, help="keep only this many HVGs (sentences and queries)")
     p.add_argument("--content", action="store_true", help="bag-of-genes kNN per sample size and weighting")
+    p.add_argument("--task", action="store_true", help="both species as notebook 01 (all cells unless --cells)")
+    p.add_argument("--patience", type=int, default=2)
     args = p.parse_args()
     set_threads(1)
+    if args.task:
+        task_run(args)
+        return
     adatas = load_baron("data/processed", max_cells=args.cells, seed=0)
     adatas = {s: a for s, a in adatas.items() if s in args.species.split(",")}
     know = load_knowledge("data/processed/knowledge")
@@ -217,6 +249,9 @@ def main() -> None:
         print(name, json.dumps(trained(adatas, know, cfg, labels, species)), flush=True)
 
 
+HVG = {"gene_set": "hvg", "sample_weights": "counts", "positive_weights": "counts", "decoder_cell_scale": True}
+
+
 def variants_of() -> dict[str, dict]:
     return {
         "base": {},
@@ -235,6 +270,19 @@ def variants_of() -> dict[str, dict]:
         "counts_pos_scaled_lr2e-3": {"sample_weights": "counts", "positive_weights": "counts",
                                      "decoder_cell_scale": True, "lr": 2e-3},
         "counts_scaled_b16": {"sample_weights": "counts", "decoder_cell_scale": True, "batch_size": 16},
+        "hvg_pos_scaled": HVG,
+        "hvg_pos_scaled_mean": {**HVG, "pooling": "mean"},
+        "hvg_pos_scaled_dot": {**HVG, "decoder": "dot"},
+        "hvg_pos_scaled_mean_dot": {**HVG, "pooling": "mean", "decoder": "dot"},
+        "hvg_pos_scaled_mean_dot_b16": {**HVG, "pooling": "mean", "decoder": "dot", "batch_size": 16},
+        "hvg_pos_scaled_mean_b16": {**HVG, "pooling": "mean", "batch_size": 16},
+        "hvg_pos_scaled_mean_b16_wu": {**HVG, "pooling": "mean", "batch_size": 16, "lr": 2e-3,
+                                       "warmup_steps": 200},
+        "hvg_pos_scaled_mean_dot_lr2e-3_wu": {**HVG, "pooling": "mean", "decoder": "dot", "lr": 2e-3,
+                                              "warmup_steps": 100},
+        "hvg_pos_scaled_mean_dot_lr2e-3": {**HVG, "pooling": "mean", "decoder": "dot", "lr": 2e-3},
+        "hvg_pos_scaled_mean_dot_b16_wu": {**HVG, "pooling": "mean", "decoder": "dot", "batch_size": 16,
+                                           "lr": 2e-3, "warmup_steps": 200},
         "counts_scaled_b16_lr3e-3": {"sample_weights": "counts", "decoder_cell_scale": True, "batch_size": 16,
                                      "lr": 3e-3},
     }

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 from integration_helpers import one_torch_thread, random_embeddings, random_gene_tables, two_species  # noqa: F401
 from torch import nn
@@ -359,3 +361,70 @@ def test_mean_pooling_ignores_padding():
     padded = torch.cat([short, torch.full((1, 6), PAD)], dim=1)
     with torch.no_grad():
         torch.testing.assert_close(model(short), model(padded), atol=1e-5, rtol=1e-5)
+
+
+def _chance_genes(n_cells: int = 150, n_noise: int = 120, seed: int = 1):
+    """Baron's failure in small: 3 cell types with 10 marker genes each (high counts) among many
+    genes detected by chance (one read at random in ~30% of the cells, any type). The markers are
+    the variable genes; over all genes most queried positives are chance detections."""
+    import anndata as ad
+
+    adatas, protein, tables = _block_types(n_cells=n_cells, n_genes=30, seed=seed)
+    a = adatas["human"]
+    rng = np.random.default_rng(seed)
+    noise = (rng.random((n_cells, n_noise)) < 0.3).astype(np.float32)
+    names = [f"NOISE{i}" for i in range(n_noise)]
+    x = sp.hstack([sp.csr_matrix(a.layers["counts"].toarray() * 3), sp.csr_matrix(noise)]).tocsr()
+    out = ad.AnnData(X=x, obs=a.obs.copy(), var=pd.DataFrame(index=list(a.var_names) + names))
+    out.layers["counts"] = x.copy()
+    emb = GeneEmbeddings(np.asarray(out.var_names), rng.normal(size=(out.n_vars, 12)), "human", "protein_kmer")
+    table = pd.DataFrame({"symbol": list(out.var_names), "chromosome": rng.choice(["1", "2", "3"], out.n_vars),
+                          "start": rng.integers(0, 10_000, out.n_vars)})
+    return {"human": out}, {"human": emb}, {"human": table}, list(a.var_names)
+
+
+def test_hvg_queries_make_the_decoder_read_the_cell(tmp_path):
+    """The Baron fix: queries over all genes are mostly chance detections (a cell-blind task);
+    on the variable genes with count-weighted sentences and positives, the decoder must read the
+    cell. The HVG vocabulary is stored with the model."""
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    adatas, protein, tables, markers = _chance_genes()
+    labels = adatas["human"].obs["cell_type"].to_numpy()
+    base = {**TINY, "sample_size": 24, "n_positive": 8, "n_negative": 8, "batch_size": 16, "epochs": 40,
+            "patience": 5, "lr": 1e-3, "dropout": 0.0}
+    fixed = UCEConfig(**base, gene_set="hvg", sample_weights="counts", positive_weights="counts",
+                      decoder_cell_scale=True, pooling="mean", decoder="dot", warmup_steps=20)
+    with pytest.raises(ScpriorInputError, match="genes="):
+        train_uce(adatas, protein, tables, config=fixed)
+    res = train_uce(adatas, protein, tables, config=fixed, genes={"human": markers}, diagnostics=150,
+                    checkpoint=tmp_path / "uce.pt")
+    assert set(res.vocab.genes["symbol"]) <= set(markers)
+    d = res.diagnostics
+    knn = cross_val_score(KNeighborsClassifier(5), res.adata.obsm["X_uce"], labels, cv=5).mean()
+    assert knn > 0.8, (knn, d)
+    assert d["val"]["decoder_gap"] > 0.1, d
+    assert abs(d["train"]["cell_blind_auroc"] - 0.5) < 0.1, d
+    model, vocab = load_uce(tmp_path / "uce.pt", res.vocab.tokens)
+    assert model.config.decoder == "dot" and list(vocab.genes["symbol"]) == list(res.vocab.genes["symbol"])
+    np.testing.assert_allclose(embed_cells(model, vocab, adatas, seed=0), res.adata.obsm["X_uce"], atol=1e-5)
+    # the same budget over all genes with UCE's sentences and queries: the objective barely needs the cell
+    plain = train_uce(adatas, protein, tables, config=UCEConfig(**base), diagnostics=150).diagnostics
+    assert plain["val"]["decoder_gap"] < d["val"]["decoder_gap"] - 0.05, (plain, d)
+
+
+def test_dot_decoder_is_bilinear_in_cell_and_gene():
+    vocab_tokens = np.random.default_rng(0).normal(size=(20, 6)).astype(np.float32)
+    model = UCEModel(vocab_tokens, UCEConfig(**{**TINY, "decoder": "dot"})).eval()
+    cell = F.normalize(torch.randn(3, 8), dim=1)
+    genes = torch.randint(3, 20, (3, 4))
+    with torch.no_grad():
+        lg = model.expression_logits(cell, genes)
+        bias = model.gene_bias(model.gene_proj(model.token_table[genes])).squeeze(-1)
+        torch.testing.assert_close(model.expression_logits(2 * cell, genes) - bias, 2 * (lg - bias))
+    assert lg.shape == (3, 4)
+    with pytest.raises(ScpriorInputError, match="decoder"):
+        UCEConfig(**TINY, decoder="attention")
+    with pytest.raises(ScpriorInputError, match="gene_set"):
+        UCEConfig(**TINY, gene_set="some")

@@ -91,3 +91,27 @@ def test_helpers():
     assert batch["b"][0].device.type == "cpu"
     with pytest.raises(ValueError, match="first dimension"):
         tensor_loader(np.zeros(3), np.zeros(4))
+
+
+def test_lr_warmup_scales_the_first_steps_only():
+    """Linear warm-up: step s uses lr * (s + 1) / warmup_steps, then the plain lr; default off."""
+    seen = []
+
+    class Spy(torch.optim.SGD):
+        def step(self, closure=None):
+            seen.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    x, y = _data()
+    for warm in (0, 6):
+        seen.clear()
+        model = nn.Linear(5, 1)
+        cfg = TrainConfig(max_epochs=2, lr=0.01, patience=None, progress=False, device="cpu", warmup_steps=warm)
+        fit(model, mse_loss, tensor_loader(x[:150], y[:150], batch_size=32), None, cfg,
+            optimizer=Spy(model.parameters(), lr=0.01))
+        want = [0.01 * min(1.0, (s + 1) / warm) if warm else 0.01 for s in range(10)]
+        np.testing.assert_allclose(seen, want)  # 5 batches x 2 epochs; back to 0.01 after step 6
+    assert TrainConfig().warmup_steps == 0
+    with pytest.raises(Exception, match="warmup_steps"):
+        fit(nn.Linear(5, 1), mse_loss, tensor_loader(x, y, batch_size=32), None,
+            TrainConfig(max_epochs=1, warmup_steps=-1, progress=False, device="cpu"))

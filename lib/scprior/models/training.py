@@ -52,6 +52,9 @@ class TrainConfig:
     min_epochs: int = 0  # no early stop before this many epochs (e.g. until a KL warm-up ends)
     restore_best: bool = True  # False: keep the last epoch (fixed-budget phases; no selection at all)
     grad_clip: float | None = None
+    #: linear learning-rate warm-up over the first this many optimizer steps (0 = off): step ``s``
+    #: uses ``lr * (s + 1) / warmup_steps`` (times any ``lr_decay`` schedule), then the schedule alone
+    warmup_steps: int = 0
     seed: int = 0
     device: str = "auto"
     progress: bool = True
@@ -195,7 +198,8 @@ class _LossModule(nn.Module):
 
 
 def _run_epoch(model, loss_fn, loader, epoch, device, optimizer=None, grad_clip=None, net=None,
-               world: int = 1) -> dict[str, float]:
+               world: int = 1, warmup: list[int] | None = None) -> dict[str, float]:
+    """One pass over ``loader``; ``warmup`` = [steps done, warm-up steps] (updated in place)."""
     train = optimizer is not None
     model.train(train)
     sums: dict[str, float] = {}
@@ -217,7 +221,17 @@ def _run_epoch(model, loss_fn, loader, epoch, device, optimizer=None, grad_clip=
                 (loss * weight if weight != 1.0 else loss).backward()
                 if grad_clip:
                     nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                optimizer.step()
+                if warmup is not None and warmup[0] < warmup[1]:  # scale the scheduled lr for this step only
+                    scheduled = [g["lr"] for g in optimizer.param_groups]
+                    for g in optimizer.param_groups:
+                        g["lr"] = g["lr"] * (warmup[0] + 1) / warmup[1]
+                    optimizer.step()
+                    for g, lr in zip(optimizer.param_groups, scheduled):
+                        g["lr"] = lr
+                else:
+                    optimizer.step()
+                if warmup is not None:
+                    warmup[0] += 1
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * weight
             n += 1
@@ -276,6 +290,9 @@ def fit(
     best_state = copy.deepcopy(model.state_dict())
     stale = 0
     start = time.perf_counter()
+    if cfg.warmup_steps < 0:
+        raise ScpriorInputError(f"warmup_steps must be >= 0, got {cfg.warmup_steps}.")
+    warmup = [0, int(cfg.warmup_steps)] if cfg.warmup_steps else None
 
     epochs: Iterable[int] = range(cfg.max_epochs)
     bar = None
@@ -286,7 +303,7 @@ def fit(
         epochs = bar
     for epoch in epochs:
         row = {f"train_{k}": v for k, v in _run_epoch(model, loss_fn, train_loader, epoch, device, opt, cfg.grad_clip,
-                                                        net=net, world=world).items()}
+                                                        net=net, world=world, warmup=warmup).items()}
         if val_loader is not None:
             row.update({f"val_{k}": v for k, v in _run_epoch(model, loss_fn, val_loader, epoch, device,
                                                              world=world).items()})

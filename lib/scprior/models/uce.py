@@ -101,6 +101,19 @@ class UCEConfig:
     #: neither its frequency nor its identity answers without the cell (matched if none)
     negatives: str = "matched"
     frequency_bins: int = 50
+    #: the genes sentences and queries use: "all" (every gene with a token, UCE) or "hvg" (only the
+    #: highly variable genes the caller passes to :func:`train_uce` as ``genes``; they are stored in
+    #: the vocabulary, hence the checkpoint). On sparse data most of a cell's expressed genes are
+    #: detected by chance, so queries over all genes carry almost no cell signal
+    gene_set: str = "all"
+    #: the expression decoder: "mlp" (UCE: an MLP on [cell, gene]) or "dot" (a linear map of the
+    #: cell vector dotted with the projected gene token, plus a bias from the gene alone): its only
+    #: cell-dependent term is a bilinear one, so it cannot fit the queries while ignoring the cell
+    #: more easily than the MLP can
+    decoder: str = "mlp"
+    #: linear lr warm-up over this many optimizer steps (0 = none, as UCE)
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
     epochs: int = 10
     lr: float = 1e-4
     batch_size: int = 32
@@ -121,6 +134,10 @@ class UCEConfig:
             raise ScpriorInputError(f"positive_weights must be 'uniform' or 'counts', got {self.positive_weights!r}.")
         if self.pooling not in ("cls", "mean"):
             raise ScpriorInputError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}.")
+        if self.gene_set not in ("all", "hvg"):
+            raise ScpriorInputError(f"gene_set must be 'all' or 'hvg', got {self.gene_set!r}.")
+        if self.decoder not in ("mlp", "dot"):
+            raise ScpriorInputError(f"decoder must be 'mlp' or 'dot', got {self.decoder!r}.")
         if self.sample_weights not in SAMPLE_WEIGHTS:
             raise ScpriorInputError(f"sample_weights must be one of {SAMPLE_WEIGHTS}, got {self.sample_weights!r}.")
 
@@ -449,10 +466,14 @@ class UCEModel(nn.Module):
                                        full_block(c.output_dim, c.output_dim, dropout=c.dropout, activation="gelu"),
                                        nn.Linear(c.output_dim, c.output_dim))
         self.gene_proj = nn.Sequential(nn.Linear(token_dim, c.d_model), nn.GELU(), nn.LayerNorm(c.d_model))
-        dims = [c.output_dim + c.d_model, *c.decoder_hidden]
-        self.expression_decoder = nn.Sequential(
-            *[full_block(a, b, dropout=c.dropout, activation="gelu") for a, b in zip(dims[:-1], dims[1:])],
-            nn.Linear(dims[-1], 1))
+        if c.decoder == "dot":  # logit = <W cell, gene> / sqrt(d_model) + b(gene)
+            self.expression_decoder = nn.Linear(c.output_dim, c.d_model, bias=False)
+            self.gene_bias = nn.Linear(c.d_model, 1)
+        else:
+            dims = [c.output_dim + c.d_model, *c.decoder_hidden]
+            self.expression_decoder = nn.Sequential(
+                *[full_block(a, b, dropout=c.dropout, activation="gelu") for a, b in zip(dims[:-1], dims[1:])],
+                nn.Linear(dims[-1], 1))
         self.register_buffer("positions", _sinusoid(c.max_len, c.d_model), persistent=False)
 
     def tokens_in(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -480,6 +501,9 @@ class UCEModel(nn.Module):
         g = self.gene_proj(self.token_table[gene_tokens])
         if self.config.decoder_cell_scale:
             cell = cell * math.sqrt(cell.shape[1])
+        if self.config.decoder == "dot":
+            w = self.expression_decoder(cell)[:, None, :]  # (B, 1, d_model)
+            return (w * g).sum(-1) / math.sqrt(g.shape[-1]) + self.gene_bias(g).squeeze(-1)
         c = cell[:, None, :].expand(-1, gene_tokens.shape[1], -1)
         return self.expression_decoder(torch.cat([c, g], dim=-1)).squeeze(-1)
 
@@ -595,6 +619,7 @@ def train_uce(
     key: str = "X_uce",
     checkpoint: str | os.PathLike | None = None,
     diagnostics: int = 2000,
+    genes: Mapping[str, Sequence[str]] | None = None,
 ) -> UCEResult:
     """Pretrain a UCE-style encoder (masked expression) on ``adatas`` and embed their cells.
 
@@ -603,11 +628,17 @@ def train_uce(
     loss of held-out cells (whose sentences and queries are fixed by their own seeds); training
     stops when it has not improved for ``config.patience`` epochs. ``diagnostics``: training cells
     (at most) on which :func:`objective_diagnostics` runs (0: none). Returns the cells of all
-    species concatenated with the embedding in ``obsm[key]``, and the diagnostics.
+    species concatenated with the embedding in ``obsm[key]``, and the diagnostics. ``genes``:
+    species -> symbols (e.g. the task's HVGs) the vocabulary is restricted to; required when
+    ``config.gene_set == "hvg"``, stored with the model as its vocabulary.
     """
     cfg = config or UCEConfig()
     check_species_adatas(adatas, layer=layer)
     seed_everything(cfg.seed)
+    if cfg.gene_set == "hvg" and genes is None:
+        raise ScpriorInputError("gene_set='hvg' needs genes= (species -> highly variable gene symbols).")
+    if genes is not None:
+        gene_tables = restricted_tables(gene_tables, genes)
     vocab = build_vocabulary(protein, gene_tables, seed=cfg.token_seed)
     model = UCEModel(vocab.tokens, cfg)
     train_data = SentenceData(vocab, adatas, cfg, layer=layer, mode="train", seed=cfg.seed)
@@ -619,7 +650,8 @@ def train_uce(
     result = None
     if cfg.epochs > 0:
         tcfg = TrainConfig(max_epochs=cfg.epochs, lr=cfg.lr, optimizer="adamw", patience=cfg.patience,
-                           seed=cfg.seed, device=cfg.device, progress=cfg.progress, desc="uce pretrain", grad_clip=1.0)
+                           seed=cfg.seed, device=cfg.device, progress=cfg.progress, desc="uce pretrain",
+                           grad_clip=cfg.grad_clip or None, warmup_steps=cfg.warmup_steps)
         result = fit(model, masked_expression_loss,
                      sentence_loader(train_data, tr, batch_size=cfg.batch_size, shuffle=True, seed=cfg.seed),
                      sentence_loader(val_data, va, batch_size=cfg.batch_size) if len(va) else None,
@@ -638,6 +670,21 @@ def train_uce(
             diag["val"] = objective_diagnostics(model, val_data, va, batch_size=max(cfg.batch_size, 64),
                                                 seed=cfg.seed + 1)
     return UCEResult(adata=out, model=model, vocab=vocab, train=result, diagnostics=diag)
+
+
+def restricted_tables(gene_tables: Mapping[str, pd.DataFrame],
+                      genes: Mapping[str, Sequence[str]]) -> dict[str, pd.DataFrame]:
+    """``gene_tables`` with each species' rows limited to ``genes[species]`` (symbols, any case)."""
+    names = {get_species(s).name: s for s in genes}
+    out = {}
+    for species, table in gene_tables.items():
+        key = names.get(get_species(species).name) if species not in genes else species
+        if key is None:
+            out[species] = table
+            continue
+        keep = {str(g).upper() for g in genes[key]}
+        out[species] = table[table["symbol"].astype(str).str.upper().isin(keep)]
+    return out
 
 
 def load_uce(path: str | os.PathLike, tokens: np.ndarray) -> tuple[UCEModel, GeneVocabulary]:

@@ -195,8 +195,10 @@ def run_methods(task: TaskData, settings: Mapping, *, seed: int, methods: Sequen
     if wanted("uce"):
         t = time.perf_counter()
         cfg = UCEConfig(**{**dict(settings.get("uce", {})), "seed": seed, "progress": False})
+        # gene_set "hvg": sentences and queries on the task's per-species HVGs (``task.hvg``)
+        genes = {s: list(a.var_names) for s, a in task.hvg.items()} if cfg.gene_set == "hvg" else None
         res = train_uce(task.adatas, know.embeddings["protein"], know.gene_tables, config=cfg,
-                        checkpoint=ckpt / "uce.pt" if ckpt else None)
+                        checkpoint=ckpt / "uce.pt" if ckpt else None, genes=genes)
         done("uce", t, res.adata.obsm["X_uce"], epochs=res.train.epochs_run if res.train else 0,
              best_epoch=res.train.best_epoch if res.train else -1,
              val_accuracy=res.train.history[res.train.best_epoch].get("val_accuracy") if res.train else None,
