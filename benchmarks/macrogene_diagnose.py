@@ -19,7 +19,7 @@ the classifier) and the label-free species mixing, seed 0 only. The target-speci
 kNN numbers are printed for the report; they never choose anything.
 
     PYTHONPATH=lib nice -n 10 .venv/bin/python benchmarks/macrogene_diagnose.py --positives all cross_species
-    PYTHONPATH=lib .venv/bin/python benchmarks/macrogene_diagnose.py --set macrogenes.latent_dim=256
+    PYTHONPATH=lib .venv/bin/python benchmarks/macrogene_diagnose.py --set hvg_ortholog_partners=false --max-cells 800
 """
 
 from __future__ import annotations
@@ -199,8 +199,10 @@ def main() -> None:
     t = time.perf_counter()
     task = prepare_task(nb["processed_dir"], nb["knowledge_dir"], n_hvg=int(nb["n_hvg"]),
                         n_hvg_orthologs=int(nb["n_hvg_orthologs"]), max_cells=args.max_cells, seed=0,
-                        embedding_sources=nb.get("embedding_sources"))
-    print(json.dumps({"prepare_seconds": round(time.perf_counter() - t, 1), "overrides": over}), flush=True)
+                        embedding_sources=nb.get("embedding_sources"),
+                        hvg_ortholog_partners=bool(nb.get("hvg_ortholog_partners", False)))
+    print(json.dumps({"prepare_seconds": round(time.perf_counter() - t, 1), "overrides": over,
+                      "hvgs": {s: a.n_vars for s, a in task.hvg.items()}}), flush=True)
     rows = []
     for method in args.methods:
         sets = {"protein": task.knowledge.embeddings["protein"]} if method == "saturn" else task.knowledge.embeddings

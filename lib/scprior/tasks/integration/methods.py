@@ -50,6 +50,7 @@ from scprior.tasks.integration.data import (
     ortholog_adata,
     select_hvgs,
     species_hvgs,
+    with_ortholog_partners,
 )
 
 BASELINES = ("pca", "harmony", "scvi")
@@ -80,14 +81,19 @@ class TaskData:
 
 def prepare_task(processed_dir: str | os.PathLike, knowledge_dir: str | os.PathLike, *, n_hvg: int = 2000,
                  n_hvg_orthologs: int = 2000, max_cells: int | None = None, seed: int = 0,
-                 embedding_sources: Mapping[str, str] | None = None) -> TaskData:
+                 embedding_sources: Mapping[str, str] | None = None, hvg_ortholog_partners: bool = False) -> TaskData:
     """Read Baron + knowledge; HVGs per species among genes with an embedding; ortholog HVGs.
 
     ``embedding_sources``: see :func:`.data.load_knowledge` (default protein_kmer and text_minilm).
+    ``hvg_ortholog_partners``: each species' HVGs for the macrogene models also get the one-to-one
+    orthologs of the other species' HVGs (:func:`.data.with_ortholog_partners`).
     """
     adatas = load_baron(processed_dir, max_cells=max_cells, seed=seed)
     know = load_knowledge(knowledge_dir, sources=embedding_sources)
-    hvg = species_hvgs(adatas, n_hvg, covered={s: embedded_genes(know, s) for s in adatas})
+    covered = {s: embedded_genes(know, s) for s in adatas}
+    hvg = species_hvgs(adatas, n_hvg, covered=covered)
+    if hvg_ortholog_partners:
+        hvg = with_ortholog_partners(hvg, adatas, know.orthologs, covered=covered)
     orth = ortholog_adata(adatas, know.orthologs)
     genes = select_hvgs(orth, n_hvg_orthologs, batch_key="species")
     return TaskData(adatas=adatas, hvg=hvg, orthologs=orth[:, genes].copy(), knowledge=know)
