@@ -131,6 +131,22 @@ def ortholog_agreement(pre, orthologs) -> dict:
     return out
 
 
+def scib_totals(task, z: np.ndarray) -> dict:
+    """scib-metrics total / bio / batch of ``z`` beside PCA (the notebook's scoring, species as batch)."""
+    import anndata as ad
+
+    from scprior.tasks.integration import baselines
+    from scprior.tasks.integration.metrics import scib_benchmark, scib_scores
+
+    a = ad.AnnData(obs=task.obs[["cell_type", "species", "batch"]].copy())
+    a.obsm["X_pca"] = baselines.pca_embedding(task.orthologs, n_comps=50, seed=0)
+    a.obsm["X_model"] = np.asarray(z, dtype=np.float32)
+    table, _ = scib_benchmark(a, ["X_pca", "X_model"], label_key="cell_type", batch_key="species", pre_key="X_pca")
+    sc = scib_scores(table)
+    return {f"scib_{k}[{m}]": round(float(sc.loc[f"X_{m}", c]), 3) for m in ("pca", "model")
+            for k, c in (("total", "Total"), ("bio", "Bio conservation"), ("batch", "Batch correction"))}
+
+
 PRETRAIN_KEYS = ("n_macrogenes", "hidden_dim", "latent_dim", "dropout", "learn_weights", "l1_weight",
                  "similarity_weight", "similarity_pairs", "adversarial_weight", "pretrain_epochs", "pretrain_lr",
                  "batch_size", "val_fraction", "patience", "seed")
@@ -183,6 +199,8 @@ def main() -> None:
     ap.add_argument("--no-unseen", action="store_true", help="skip the target-labels-unseen setting")
     ap.add_argument("--max-cells", type=int, default=None)
     ap.add_argument("--out", default=None, help="append the JSON rows to this file")
+    ap.add_argument("--scib", action="store_true",
+                    help="also score scib total (species as batch, PCA as reference) of the both-labels embedding")
     ap.add_argument("--cache", default=None, help="folder for pretrained state dicts (reused when the settings match)")
     args = ap.parse_args()
     set_threads(1)
@@ -225,6 +243,9 @@ def main() -> None:
             t = time.perf_counter()
             _, mh, z = metric_learn(pre, name=method, normalize=False)
             trip = float(np.mean([h["train_triplets"] for h in mh.history]))
+            if args.scib:
+                print(json.dumps({"embedding": f"{method} metric both-labels positives={positives}",
+                                  **scib_totals(task, z)}), flush=True)
             rows.append(score(f"{method} metric both-labels positives={positives}", z, labels, species,
                               time.perf_counter() - t, {"triplets_per_batch": round(trip, 1),
                                                         "val_triplet_loss_last": round(mh.history[-1]["val_loss"], 4),
