@@ -73,6 +73,8 @@ def semihard_triplets(z: torch.Tensor, labels: torch.Tensor, species: torch.Tens
     RNG) from its positives (with ``positives="cross_species"``, SATURN's miner, only those of
     another species: anchors without one form no triplet); every negative with
     ``d(a, p) < d(a, n) < d(a, p) + margin`` (cosine distance) forms a triplet with that pair.
+    With species-prefixed labels, ``mnn=False`` leaves no cross-species positive: use
+    ``positives="all"`` there. ``positives="all"`` mines exactly as before the SATURN miner.
     """
     if positives not in POSITIVES:
         raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
