@@ -144,6 +144,12 @@ def test_label_free_mode_needs_no_labels_and_three_species_fail_cleanly():
         integrate({"human": adatas["human"]}, _sets(adatas), config=_config())
 
 
+def test_config_names_the_metric_learning_positives():
+    assert MacrogeneIntegratorConfig().positives == "cross_species"  # SATURN's miner
+    with pytest.raises(ScpriorInputError, match="positives"):
+        MacrogeneIntegratorConfig(positives="same_species")
+
+
 def test_integrate_rejects_normalised_data():
     adatas = two_species()
     adatas["mouse"].layers["counts"] = adatas["mouse"].layers["counts"] * 0.5

@@ -42,11 +42,32 @@ def test_semihard_triplets_only_inside_the_margin():
     labels = torch.tensor([0, 0, 1, 1])
     species = torch.tensor([0, 0, 0, 0])
     far = torch.tensor([[1.0, 0.0], [1.0, 0.01], [-1.0, 0.0], [-1.0, 0.01]])
-    loss, n = semihard_triplet_loss(far, labels, species, margin=0.2, mnn=False)
+    loss, n = semihard_triplet_loss(far, labels, species, margin=0.2, mnn=False, positives="all")
     assert n == 0 and loss.item() == 0.0
     near = torch.tensor([[1.0, 0.0], [0.9, 0.3], [0.9, -0.35], [0.8, -0.5]], requires_grad=True)
-    loss, n = semihard_triplet_loss(near, labels, species, margin=0.5, mnn=False)
+    loss, n = semihard_triplet_loss(near, labels, species, margin=0.5, mnn=False, positives="all")
     assert n > 0 and loss.item() > 0
     loss.backward()
     assert near.grad.abs().sum() > 0
     assert np.isfinite(loss.item())
+
+
+def test_cross_species_positives_only_pair_cells_of_different_species():
+    # SATURN's miner: the positive of every triplet is of another species than the anchor (MNN).
+    # With same-species positives allowed, most triplets pull cells of one species together and
+    # the species are never aligned (the defect behind near-dummy transfer on Baron).
+    from scprior.models.metric_learning import semihard_triplets
+
+    gen = torch.Generator().manual_seed(0)
+    n = 64
+    species = torch.arange(n) % 2
+    types = (torch.arange(n) // 2) % 4
+    centres = torch.nn.functional.normalize(torch.randn(4, 8, generator=gen), dim=1)
+    z = centres[types] + 0.4 * torch.randn(n, 8, generator=gen) + 0.3 * species[:, None].float()
+    labels = types + 4 * species  # species-prefixed labels
+    torch.manual_seed(0)
+    a, p, _ = semihard_triplets(z, labels, species, margin=0.5)
+    assert len(a) > 0 and bool((species[a] != species[p]).all())
+    torch.manual_seed(0)
+    a2, p2, _ = semihard_triplets(z, labels, species, margin=0.5, positives="all")
+    assert bool((species[a2] == species[p2]).any())  # the old mining: same-species positives

@@ -17,8 +17,9 @@ from scprior.tasks.integration.data import (
     one2one_pairs,
     ortholog_adata,
     select_hvgs,
+    with_ortholog_partners,
 )
-from scprior.tasks.integration.methods import MethodRun, scaled, with_overrides
+from scprior.tasks.integration.methods import MethodRun, TaskData, scaled, with_overrides
 
 
 def _structured(n_per: int = 40, seed: int = 0, shift: float = 3.0):
@@ -53,6 +54,36 @@ def test_orthologs_keep_unique_one2one_pairs_measured_in_both():
     assert list(o.obs["species"].cat.categories) == ["human", "mouse"]
     with pytest.raises(ScpriorInputError, match="No one-to-one"):
         one2one_pairs(orth.assign(homology_type="many2many"), adatas["human"].var_names, adatas["mouse"].var_names)
+
+
+def test_ortholog_partners_complete_each_species_hvgs_with_the_others():
+    adatas = two_species(n_genes=12)
+    orth = pd.DataFrame({"human": ["GENE0", "GENE1", "GENE2", "GENE3"], "mouse": ["Gene0", "Gene1", "Gene2", "Gene3"],
+                         "homology_type": "one2one", "confidence": 1})
+    hvg = {"human": adatas["human"][:, ["GENE0", "GENE5"]].copy(), "mouse": adatas["mouse"][:, ["Gene1", "Gene2"]].copy()}
+    out = with_ortholog_partners(hvg, adatas, orth, covered={"human": ["GENE0", "GENE5", "GENE1"],
+                                                             "mouse": ["Gene0", "Gene1", "Gene2"]})
+    assert list(out["human"].var_names) == ["GENE0", "GENE5", "GENE1"]  # GENE2 has no embedding (not covered)
+    assert list(out["mouse"].var_names) == ["Gene1", "Gene2", "Gene0"]
+    np.testing.assert_array_equal(out["mouse"].layers["counts"][:, 2].toarray(),
+                                  adatas["mouse"][:, "Gene0"].layers["counts"].toarray())
+    assert list(hvg["human"].var_names) == ["GENE0", "GENE5"]  # inputs untouched
+    with pytest.raises(ScpriorInputError, match="human and mouse"):
+        with_ortholog_partners({"human": hvg["human"]}, {"human": adatas["human"]}, orth)
+
+
+def test_uce_reads_each_species_own_hvgs_not_the_ortholog_partners():
+    adatas = two_species(n_genes=12)
+    orth = pd.DataFrame({"human": ["GENE0", "GENE1"], "mouse": ["Gene0", "Gene1"], "homology_type": "one2one",
+                         "confidence": 1})
+    hvg = {"human": adatas["human"][:, ["GENE0"]].copy(), "mouse": adatas["mouse"][:, ["Gene1"]].copy()}
+    full = with_ortholog_partners(hvg, adatas, orth)
+    task = TaskData(adatas=adatas, hvg=full, orthologs=adatas["human"], knowledge=None,
+                    own_hvgs={s: list(a.var_names) for s, a in hvg.items()})
+    assert task.species_hvg_genes() == {"human": ["GENE0"], "mouse": ["Gene1"]}
+    assert list(full["human"].var_names) == ["GENE0", "GENE1"]
+    plain = TaskData(adatas=adatas, hvg=full, orthologs=adatas["human"], knowledge=None)
+    assert plain.species_hvg_genes()["mouse"] == ["Gene1", "Gene0"]
 
 
 def test_select_hvgs_returns_requested_number_of_expressed_genes():

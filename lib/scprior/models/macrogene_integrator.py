@@ -45,7 +45,7 @@ from scprior.models.batching import predict_batches, rows_loader, validation_spl
 from scprior.models.layers import GradientReversal, full_block, mlp, one_hot
 from scprior.models.likelihoods import zinb_log_prob
 from scprior.models.macrogenes import MacrogeneLayer, Macrogenes, build_macrogenes
-from scprior.models.metric_learning import semihard_triplet_loss, species_prefixed
+from scprior.models.metric_learning import POSITIVES, semihard_triplet_loss, species_prefixed
 from scprior.models.species_data import check_species_adatas, stacked_obs
 from scprior.models.training import TrainConfig, TrainResult, fit
 from scprior.runtime import seed_everything
@@ -72,6 +72,7 @@ class MacrogeneIntegratorConfig:
     metric_lr: float = 1e-3
     margin: float = 0.2
     mnn: bool = True
+    positives: str = "cross_species"  # SATURN's miner: a triplet's positive is of another species; "all": any
     label_mode: str = "weak"  # weak | clusters | none
     n_clusters: int = 20  # per species, label-free mode
     batch_size: int = 256
@@ -84,6 +85,8 @@ class MacrogeneIntegratorConfig:
     def __post_init__(self) -> None:
         if self.label_mode not in LABEL_MODES:
             raise ScpriorInputError(f"label_mode must be one of {LABEL_MODES}, got {self.label_mode!r}.")
+        if self.positives not in POSITIVES:
+            raise ScpriorInputError(f"positives must be one of {POSITIVES}, got {self.positives!r}.")
 
 
 class MacrogeneIntegrator(nn.Module):
@@ -235,7 +238,8 @@ def metric_loss(model: MacrogeneIntegrator, batch, epoch: int) -> dict[str, torc
     """Semi-hard cosine triplet loss on weak labels with cross-species MNN positives."""
     x, species, labels = batch
     z = model.encode(x, species)
-    loss, n = semihard_triplet_loss(z, labels, species, margin=model.config.margin, mnn=model.config.mnn)
+    c = model.config
+    loss, n = semihard_triplet_loss(z, labels, species, margin=c.margin, mnn=c.mnn, positives=c.positives)
     return {"loss": loss, "triplets": torch.tensor(float(n))}
 
 

@@ -8,6 +8,12 @@ the cells with its label plus cross-species *mutual nearest neighbours at the la
 of some cell labelled ``L`` and ``L`` is also the label of ``p``'s own nearest cell in the anchor's
 species. Negatives have another label and are not positives. Triplets are mined semi-hard on
 cosine distance: ``d(a, p) < d(a, n) < d(a, p) + margin``.
+
+As in SATURN's ``cross_species`` miner (``utils/loss_and_miner_utils.get_species_triplet_indices``),
+the positive of a triplet is by default a cell of *another* species than the anchor
+(``positives="cross_species"``): same-species positives never pull the species together, and
+with them (``positives="all"``) most drawn positives are same-label cells of the anchor's own
+species, so the species stay apart while each clusters by type.
 """
 
 from __future__ import annotations
@@ -56,27 +62,52 @@ def cross_species_positives(z: torch.Tensor, labels: torch.Tensor, species: torc
     return pos & ~eye
 
 
-def semihard_triplet_loss(z: torch.Tensor, labels: torch.Tensor, species: torch.Tensor, *,
-                          margin: float = 0.2, mnn: bool = True) -> tuple[torch.Tensor, int]:
-    """Mean triplet margin loss on cosine distance over semi-hard triplets; returns (loss, n_triplets).
+POSITIVES = ("cross_species", "all")
 
-    For every anchor one positive is drawn at random (torch RNG) from its positives; all its
-    negatives that are semi-hard for that pair form triplets. With no triplet the loss is 0 (with
-    a gradient path, so training continues).
+
+def semihard_triplets(z: torch.Tensor, labels: torch.Tensor, species: torch.Tensor, *, margin: float = 0.2,
+                      mnn: bool = True, positives: str = "cross_species") -> tuple[torch.Tensor, ...]:
+    """Mine semi-hard triplets in a batch; returns index tensors (anchor, positive, negative), each (T,).
+
+    ``z`` (B, d) is L2-normalised here. For every anchor one positive is drawn at random (torch
+    RNG) from its positives (with ``positives="cross_species"``, SATURN's miner, only those of
+    another species: anchors without one form no triplet); every negative with
+    ``d(a, p) < d(a, n) < d(a, p) + margin`` (cosine distance) forms a triplet with that pair.
+    With species-prefixed labels, ``mnn=False`` leaves no cross-species positive: use
+    ``positives="all"`` there. ``positives="all"`` mines exactly as before the SATURN miner.
     """
+    if positives not in POSITIVES:
+        raise ValueError(f"positives must be one of {POSITIVES}, got {positives!r}")
+    with torch.no_grad():
+        z = F.normalize(z, dim=1)
+        pos = cross_species_positives(z, labels, species) if mnn else (
+            (labels[:, None] == labels[None, :]) & ~torch.eye(len(z), dtype=torch.bool, device=z.device))
+        neg = (labels[:, None] != labels[None, :]) & ~pos
+        if positives == "cross_species":
+            pos = pos & (species[:, None] != species[None, :])
+        anchors = torch.nonzero(pos.any(1) & neg.any(1)).flatten()
+        empty = torch.zeros(0, dtype=torch.long, device=z.device)
+        if len(anchors) == 0:
+            return empty, empty, empty
+        dist = 1.0 - z @ z.t()
+        p = torch.multinomial(pos[anchors].float(), 1).flatten()
+        d_ap = dist[anchors, p][:, None]
+        d_an = dist[anchors]
+        semi = neg[anchors] & (d_an > d_ap) & (d_an < d_ap + margin)
+        rows, n = torch.nonzero(semi, as_tuple=True)
+        return anchors[rows], p[rows], n
+
+
+def semihard_triplet_loss(z: torch.Tensor, labels: torch.Tensor, species: torch.Tensor, *,
+                          margin: float = 0.2, mnn: bool = True,
+                          positives: str = "cross_species") -> tuple[torch.Tensor, int]:
+    """Mean triplet margin loss on cosine distance over :func:`semihard_triplets`; returns
+    (loss, n_triplets). With no triplet the loss is 0 (with a gradient path, so training continues).
+    """
+    a, p, n = semihard_triplets(z, labels, species, margin=margin, mnn=mnn, positives=positives)
     z = F.normalize(z, dim=1)
-    pos = cross_species_positives(z, labels, species) if mnn else (
-        (labels[:, None] == labels[None, :]) & ~torch.eye(len(z), dtype=torch.bool, device=z.device))
-    neg = (labels[:, None] != labels[None, :]) & ~pos
-    anchors = torch.nonzero(pos.any(1) & neg.any(1)).flatten()
-    if len(anchors) == 0:
+    if len(a) == 0:
         return z.sum() * 0.0, 0
-    dist = 1.0 - z @ z.t()
-    p = torch.multinomial(pos[anchors].float(), 1).flatten()
-    d_ap = dist[anchors, p][:, None]
-    d_an = dist[anchors]
-    semi = neg[anchors] & (d_an > d_ap) & (d_an < d_ap + margin)
-    if not semi.any():
-        return z.sum() * 0.0, 0
-    losses = F.relu(d_ap - d_an + margin)[semi]
-    return losses.mean(), int(semi.sum())
+    d_ap = 1.0 - (z[a] * z[p]).sum(1)
+    d_an = 1.0 - (z[a] * z[n]).sum(1)
+    return F.relu(d_ap - d_an + margin).mean(), int(len(a))

@@ -50,6 +50,7 @@ from scprior.tasks.integration.data import (
     ortholog_adata,
     select_hvgs,
     species_hvgs,
+    with_ortholog_partners,
 )
 
 BASELINES = ("pca", "harmony", "scvi")
@@ -72,6 +73,14 @@ class TaskData:
     hvg: dict[str, ad.AnnData]
     orthologs: ad.AnnData
     knowledge: Knowledge
+    #: each species' own HVGs, before any ortholog partners were added to ``hvg`` (None: ``hvg``'s genes)
+    own_hvgs: dict[str, list[str]] | None = None
+
+    def species_hvg_genes(self) -> dict[str, list[str]]:
+        """Species -> its own HVG symbols (what the UCE-style ``gene_set="hvg"`` reads)."""
+        if self.own_hvgs is not None:
+            return {s: list(g) for s, g in self.own_hvgs.items()}
+        return {s: list(a.var_names) for s, a in self.hvg.items()}
 
     @property
     def obs(self):
@@ -80,17 +89,23 @@ class TaskData:
 
 def prepare_task(processed_dir: str | os.PathLike, knowledge_dir: str | os.PathLike, *, n_hvg: int = 2000,
                  n_hvg_orthologs: int = 2000, max_cells: int | None = None, seed: int = 0,
-                 embedding_sources: Mapping[str, str] | None = None) -> TaskData:
+                 embedding_sources: Mapping[str, str] | None = None, hvg_ortholog_partners: bool = False) -> TaskData:
     """Read Baron + knowledge; HVGs per species among genes with an embedding; ortholog HVGs.
 
     ``embedding_sources``: see :func:`.data.load_knowledge` (default protein_kmer and text_minilm).
+    ``hvg_ortholog_partners``: each species' HVGs for the macrogene models also get the one-to-one
+    orthologs of the other species' HVGs (:func:`.data.with_ortholog_partners`).
     """
     adatas = load_baron(processed_dir, max_cells=max_cells, seed=seed)
     know = load_knowledge(knowledge_dir, sources=embedding_sources)
-    hvg = species_hvgs(adatas, n_hvg, covered={s: embedded_genes(know, s) for s in adatas})
+    covered = {s: embedded_genes(know, s) for s in adatas}
+    hvg = species_hvgs(adatas, n_hvg, covered=covered)
+    own = {s: list(a.var_names) for s, a in hvg.items()}
+    if hvg_ortholog_partners:
+        hvg = with_ortholog_partners(hvg, adatas, know.orthologs, covered=covered)
     orth = ortholog_adata(adatas, know.orthologs)
     genes = select_hvgs(orth, n_hvg_orthologs, batch_key="species")
-    return TaskData(adatas=adatas, hvg=hvg, orthologs=orth[:, genes].copy(), knowledge=know)
+    return TaskData(adatas=adatas, hvg=hvg, orthologs=orth[:, genes].copy(), knowledge=know, own_hvgs=own)
 
 
 @dataclass
@@ -195,8 +210,9 @@ def run_methods(task: TaskData, settings: Mapping, *, seed: int, methods: Sequen
     if wanted("uce"):
         t = time.perf_counter()
         cfg = UCEConfig(**{**dict(settings.get("uce", {})), "seed": seed, "progress": False})
-        # gene_set "hvg": sentences and queries on the task's per-species HVGs (``task.hvg``)
-        genes = {s: list(a.var_names) for s, a in task.hvg.items()} if cfg.gene_set == "hvg" else None
+        # gene_set "hvg": sentences and queries on each species' own HVGs (without the macrogene
+        # models' ortholog partners: the UCE settings were chosen on those)
+        genes = task.species_hvg_genes() if cfg.gene_set == "hvg" else None
         res = train_uce(task.adatas, know.embeddings["protein"], know.gene_tables, config=cfg,
                         checkpoint=ckpt / "uce.pt" if ckpt else None, genes=genes)
         done("uce", t, res.adata.obsm["X_uce"], epochs=res.train.epochs_run if res.train else 0,
