@@ -268,3 +268,19 @@ def test_knowledge_sources_are_configurable(knowledge_dir):
         load_knowledge(knowledge_dir, sources={"esm": "esm2_650m"})
     with pytest.raises(ScpriorInputError, match="esm2_650m"):
         load_knowledge(knowledge_dir, sources={"protein": "esm2_650m"})
+
+
+def test_goal_lines_say_met_missed_and_an_unreachable_direction():
+    cols = {"scib_total": [0.66, 0.55, 0.63], "transfer_acc[human->mouse]": [0.95, 0.5, 0.87],
+            "transfer_acc[mouse->human]": [0.86, 0.4, 0.60], "transfer_ceiling[human->mouse]": [0.99] * 3,
+            "transfer_ceiling[mouse->human]": [0.887] * 3}
+    summary = pd.DataFrame(cols, index=["unify_free", "saturn", "scvi"])
+    lines = ev.goal_lines(summary, models=["unify_free", "saturn"])
+    assert "unify_free" in lines[0] and "met" in lines[0] and "missed" not in lines[0]
+    assert "**missed**" in lines[1]
+    assert sum("cannot be met mouse->human" in ln and "0.887" in ln for ln in lines) == 1
+    assert not any("cannot be met human->mouse" in ln for ln in lines)
+    assert "matches or beats" in lines[-1]
+    summary.loc["unify_free", "scib_total"] = 0.58  # best is now... still unify_free; goal missed, behind scVI
+    lines = ev.goal_lines(summary, models=["unify_free", "saturn"])
+    assert "**missed**" in lines[0] and "**behind**" in lines[-1]

@@ -231,7 +231,8 @@ def goal_lines(summary: pd.DataFrame, *, models: Sequence[str], reference: str =
                transfer_goal: float = 0.90, labels: Mapping[str, str] | None = None) -> list[str]:
     """Markdown bullets on the task's goals for the best knowledge model (by scib total): scib
     total >= ``scib_goal``, label-transfer accuracy (target labels unseen) >= ``transfer_goal``
-    both ways, and at least ``reference``'s scores; each said met or missed, with the numbers."""
+    both ways, and at least ``reference``'s scores; each said met or missed, with the numbers; a
+    direction whose ceiling (``transfer_ceiling[...]``) is below the transfer goal is said unreachable."""
     best = max(models, key=lambda m: summary.loc[m, "scib_total"])
     acc = {d: float(summary.loc[best, f"transfer_acc[{d}]"]) for d in DIRECTIONS}
     lines = [f"- Best knowledge model on scib total: **{_label(labels, best)}** "
@@ -241,6 +242,11 @@ def goal_lines(summary: pd.DataFrame, *, models: Sequence[str], reference: str =
                  + ", ".join(f"{d} {v:.3f}" for d, v in acc.items())
                  + f" (goal >= {transfer_goal:.2f} both ways: "
                  + ("met" if min(acc.values()) >= transfer_goal else "**missed**") + ").")
+    for d in DIRECTIONS:  # a target type the source lacks always counts as an error (SATURN's protocol)
+        col = f"transfer_ceiling[{d}]"
+        if col in summary.columns and float(summary.loc[best, col]) < transfer_goal:
+            lines.append(f"- The transfer goal cannot be met {d} under this protocol: its ceiling (the fraction "
+                         f"of target cells whose type the source has) is {float(summary.loc[best, col]):.3f}.")
     best_t = {d: max(models, key=lambda m: summary.loc[m, f"transfer_acc[{d}]"]) for d in DIRECTIONS}
     lines.append("- Best knowledge model per transfer direction: " + ", ".join(
         f"{d} {_label(labels, m)} ({summary.loc[m, f'transfer_acc[{d}]']:.3f})" for d, m in best_t.items()) + ".")
