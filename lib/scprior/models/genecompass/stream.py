@@ -32,7 +32,7 @@ from scprior.errors import ScpriorInputError
 from scprior.models.genecompass.api import GeneCompass, PretrainConfig
 from scprior.models.genecompass.encoding import random_mask_np, rank_encode
 from scprior.models.genecompass.model import mlm_loss_fn
-from scprior.models.genecompass.tokens import GeneVocab
+from scprior.models.genecompass.tokens import GeneVocab, selected_genes
 from scprior.models.stream_training import ChunkBuilder, StreamBatches, as_sources
 from scprior.models.training import TrainConfig, TrainResult, fit
 from scprior.runtime import pick_device
@@ -194,11 +194,7 @@ def build_vocab_stream(sources: Mapping[str, CellSource | str | os.PathLike], *,
         n = len(spelled)
         order_names = sorted(range(n), key=lambda j: spelled[j].upper())  # build_vocab's gene order
         det = detected[order_names]
-        order = np.lexsort((np.arange(n), -det))
-        order = order[det[order] >= min_cells]
-        if max_genes_per_species is not None:
-            order = order[:max_genes_per_species]
-        order = np.sort(order)
+        order = selected_genes(det, min_cells=min_cells, max_genes=max_genes_per_species)
         cols = np.asarray(order_names, dtype=np.int64)[order]
         for j, m in zip(cols, values.medians(cols)):
             g = spelled[j]

@@ -90,6 +90,16 @@ class GeneVocab:
             raise ScpriorInputError(f"The checkpoint's vocabulary lacks {exc}; was it written by scprior?") from None
 
 
+def selected_genes(detected: np.ndarray, *, min_cells: int, max_genes: int | None) -> np.ndarray:
+    """Columns kept in a species' vocabulary: detected in >= ``min_cells`` cells, the ``max_genes``
+    most detected (ties in column order), returned in column order. ``detected``: (n_genes,) counts."""
+    order = np.lexsort((np.arange(len(detected)), -detected))
+    order = order[detected[order] >= min_cells]
+    if max_genes is not None:
+        order = order[:max_genes]
+    return np.sort(order)
+
+
 def build_vocab(corpus: Sequence[tuple[str, object]], *, orthologs: Mapping[str, str] | None = None,
                 max_genes_per_species: int | None = None, min_cells: int = 3, layer: str = "counts") -> GeneVocab:
     """Vocabulary and medians from the pretraining ``corpus`` [(species, AnnData of counts), ...].
@@ -118,11 +128,7 @@ def build_vocab(corpus: Sequence[tuple[str, object]], *, orthologs: Mapping[str,
             blocks.append(x @ m)
         x = sp.vstack(blocks).tocsr()
         detected = np.asarray((x > 0).sum(axis=0)).ravel()
-        order = np.lexsort((np.arange(len(genes)), -detected))
-        order = order[detected[order] >= min_cells]
-        if max_genes_per_species is not None:
-            order = order[:max_genes_per_species]
-        order = np.sort(order)
+        order = selected_genes(detected, min_cells=min_cells, max_genes=max_genes_per_species)
         med = nonzero_medians(x[:, order])
         for j, m in zip(order, med):
             g = genes[j]
