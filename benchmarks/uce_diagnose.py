@@ -14,7 +14,9 @@ Prints, for ``--cells`` Baron human cells (1 thread):
 Usage: ``PYTHONPATH=lib .venv/bin/python benchmarks/uce_diagnose.py --cells 600 --epochs 10``.
 ``--task --cells 0 --epochs 15 --patience 3 --variants hvg_pos_scaled_mean_dot`` trains on both
 species as notebook 01 reads them (all cells, the task's HVGs) and scores kNN beside the pipeline's
-ortholog PCA: the run behind ``params.yaml`` ``uce:`` (issue #10).
+ortholog PCA: the run behind ``params.yaml`` ``uce:`` (issue #10). Add
+``--sentences 1,4,8`` for the embedding averaged over K sentences per cell (``embed_sentences``)
+and ``..._wu_td0`` for the same settings without dropout inside the transformer (2x faster steps).
 """
 
 from __future__ import annotations
@@ -156,7 +158,9 @@ def oracle_decoder(adata, know, cfg: UCEConfig, *, epochs: int = 15, n_pcs: int 
             "oracle_gap": round(acc(real) - acc(shuf), 4)}
 
 
-def trained(adatas, know, cfg: UCEConfig, labels, species, genes=None) -> dict:
+def trained(adatas, know, cfg: UCEConfig, labels, species, genes=None, sentences=()) -> dict:
+    """Train one variant; kNN of its embedding, and per K in ``sentences`` the embedding averaged
+    over K sentences per cell: kNN, label-free sentence stability and embedding seconds."""
     t, cpu = time.perf_counter(), time.process_time()
     res = train_uce(adatas, know.embeddings["protein"], know.gene_tables, config=cfg, diagnostics=600,
                     genes=genes if cfg.gene_set == "hvg" else None)
@@ -171,7 +175,19 @@ def trained(adatas, know, cfg: UCEConfig, labels, species, genes=None) -> dict:
             "auroc_val": round(res.diagnostics["val"]["decoder_auroc"], 4),
             "blind_auroc": round(res.diagnostics["train"]["cell_blind_auroc"], 4),
             "cosine": round(res.diagnostics["mean_pairwise_cosine"], 4),
-            "knn": within_species_knn(z, labels, species)}
+            "knn": within_species_knn(z, labels, species),
+            **{f"sentences_{k}": _sentences(res, adatas, labels, species, k) for k in sentences}}
+
+
+def _sentences(res, adatas, labels, species, k: int) -> dict:
+    from scprior.models.uce import embed_cells, sentence_stability
+
+    t = time.perf_counter()
+    z = embed_cells(res.model, res.vocab, adatas, seed=res.model.config.seed, sentences=k)
+    sec = time.perf_counter() - t
+    return {"embed_seconds": round(sec, 1), "knn": within_species_knn(z, labels, species),
+            "stability": round(sentence_stability(res.model, res.vocab, adatas, seed=res.model.config.seed,
+                                                  sentences=k), 4)}
 
 
 def task_run(args) -> None:
@@ -192,7 +208,7 @@ def task_run(args) -> None:
     for name in filter(None, args.variants.split(",")):
         cfg = UCEConfig(**{**BASE, **variants.get(name, {}), "epochs": args.epochs,
                            "patience": args.patience})
-        out = trained(task.adatas, task.knowledge, cfg, labels, species, genes=genes)
+        out = trained(task.adatas, task.knowledge, cfg, labels, species, genes=genes, sentences=args.sentences)
         print(name, json.dumps(out), flush=True)
 
 
@@ -209,6 +225,8 @@ def main() -> None:
     p.add_argument("--content", action="store_true", help="bag-of-genes kNN per sample size and weighting")
     p.add_argument("--task", action="store_true", help="both species as notebook 01 (all cells unless --cells)")
     p.add_argument("--patience", type=int, default=2)
+    p.add_argument("--sentences", type=lambda v: [int(x) for x in v.split(",") if x], default=[],
+                   help="with --task: also embed with K sentences per cell (e.g. 1,4,8): kNN and stability")
     args = p.parse_args()
     set_threads(1)
     if args.task:
@@ -280,6 +298,8 @@ def variants_of() -> dict[str, dict]:
                                        "warmup_steps": 200},
         "hvg_pos_scaled_mean_dot_lr2e-3_wu": {**HVG, "pooling": "mean", "decoder": "dot", "lr": 2e-3,
                                               "warmup_steps": 100},
+        "hvg_pos_scaled_mean_dot_lr2e-3_wu_td0": {**HVG, "pooling": "mean", "decoder": "dot", "lr": 2e-3,
+                                                  "warmup_steps": 100, "transformer_dropout": 0.0},
         "hvg_pos_scaled_mean_dot_lr2e-3": {**HVG, "pooling": "mean", "decoder": "dot", "lr": 2e-3},
         "hvg_pos_scaled_mean_dot_b16_wu": {**HVG, "pooling": "mean", "decoder": "dot", "batch_size": 16,
                                            "lr": 2e-3, "warmup_steps": 200},

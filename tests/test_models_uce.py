@@ -428,3 +428,40 @@ def test_dot_decoder_is_bilinear_in_cell_and_gene():
         UCEConfig(**TINY, decoder="attention")
     with pytest.raises(ScpriorInputError, match="gene_set"):
         UCEConfig(**TINY, gene_set="some")
+
+
+def test_averaged_sentences_are_seeded_per_cell_and_steadier_than_one(setup):
+    """``embed_sentences`` K: the mean of K seeded sentences per cell (K=1 is the single-sentence
+    embedding); still independent of the other cells, unit rows; a cell moves less between two
+    independent draws of K sentences than between two single sentences."""
+    from scprior.models.uce import sentence_seeds, sentence_stability
+
+    adatas, protein, tables = setup
+    res = train_uce(adatas, protein, tables, config=UCEConfig(**TINY, epochs=0), diagnostics=0)
+    one = embed_cells(res.model, res.vocab, adatas, seed=0)
+    np.testing.assert_allclose(embed_cells(res.model, res.vocab, adatas, seed=0, sentences=1), one)
+    four = embed_cells(res.model, res.vocab, adatas, seed=0, sentences=4)
+    np.testing.assert_allclose(np.linalg.norm(four, axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(four, one, atol=1e-4)
+    by_seed = [embed_cells(res.model, res.vocab, adatas, seed=s) for s in sentence_seeds(0, 4)]
+    mean = np.sum(by_seed, axis=0)
+    np.testing.assert_allclose(four, mean / np.linalg.norm(mean, axis=1, keepdims=True), atol=1e-5)
+    alone = embed_cells(res.model, res.vocab, {"mouse": adatas["mouse"][[3]]}, seed=0, sentences=4)
+    np.testing.assert_allclose(alone[0], four[adatas["human"].n_obs + 3], atol=1e-5)
+    s1 = sentence_stability(res.model, res.vocab, adatas, seed=0, sentences=1)
+    s4 = sentence_stability(res.model, res.vocab, adatas, seed=0, sentences=4)
+    assert s1 < s4 <= 1.0 + 1e-6, (s1, s4)
+    with pytest.raises(ScpriorInputError, match="embed_sentences"):
+        UCEConfig(**TINY, embed_sentences=0)
+
+
+def test_training_reports_sentence_stability_and_embeds_with_k_sentences(setup):
+    adatas, protein, tables = setup
+    cfg = UCEConfig(**TINY, epochs=1, embed_sentences=3)
+    res = train_uce(adatas, protein, tables, config=cfg, diagnostics=40)
+    stab = res.diagnostics["sentence_stability"]
+    assert set(stab) == {"1", "3"} and stab["1"] < stab["3"]
+    np.testing.assert_allclose(res.adata.obsm["X_uce"], embed_cells(res.model, res.vocab, adatas, seed=0),
+                               atol=1e-5)
+    assert not np.allclose(res.adata.obsm["X_uce"], embed_cells(res.model, res.vocab, adatas, seed=0, sentences=1),
+                           atol=1e-4)

@@ -37,7 +37,8 @@ def test_notebook_01_quick(tmp_path, processed, knowledge_dir):
     assert set(m["methods"]) == expected
     for name, row in m["methods"].items():
         assert set(row) == {"scib_total", "scib_bio", "scib_batch", "transfer_acc", "transfer_acc_both_species_labels",
-                            "tree_mutual_nn"}, name
+                            "tree_mutual_nn", "n_seeds"}, name
+        assert row["n_seeds"] == 1, name
         for setting in ("transfer_acc", "transfer_acc_both_species_labels"):
             assert set(row[setting]) == {"human->mouse", "mouse->human"}
             for d, r in row[setting].items():
@@ -49,7 +50,8 @@ def test_notebook_01_quick(tmp_path, processed, knowledge_dir):
     detail = json.loads((tmp_path / "metrics_detail.json").read_text())
     assert detail["quick"] is True and len(detail["per_seed"]) == len(expected)
     diag = detail["uce_diagnostics"]["0"]
-    assert {"mean_pairwise_cosine", "train", "val"} <= set(diag)
+    assert {"mean_pairwise_cosine", "train", "val", "sentence_stability"} <= set(diag)
+    assert set(diag["sentence_stability"]) == {"1", "4"}  # params: embed_sentences 4
     assert {"cell_blind_auroc", "decoder_accuracy", "decoder_accuracy_shuffled", "decoder_gap"} <= set(diag["train"])
     for name in FIGURES:
         assert (figures / f"{name}.png").is_file() and (figures / f"{name}.svg").is_file()

@@ -284,3 +284,41 @@ def test_goal_lines_say_met_missed_and_an_unreachable_direction():
     summary.loc["unify_free", "scib_total"] = 0.58  # best is now... still unify_free; goal missed, behind scVI
     lines = ev.goal_lines(summary, models=["unify_free", "saturn"])
     assert "**missed**" in lines[0] and "**behind**" in lines[-1]
+
+
+def test_ablations_run_on_the_first_seeds_only_and_summaries_count_seeds():
+    from scprior.tasks.integration.methods import ABLATIONS, seed_methods
+
+    methods = ["pca", "unify_text", "unify", "uce"]
+    assert "unify_text" in ABLATIONS
+    plan = seed_methods([0, 1, 2], methods, ablation_seeds=1)
+    assert plan[0] == methods and plan[1] == plan[2] == ["pca", "unify", "uce"]
+    assert seed_methods([0, 1, 2], methods) == {s: methods for s in (0, 1, 2)}
+    assert seed_methods([5, 6], methods, ablation_seeds=2)[6] == methods
+    with pytest.raises(ScpriorInputError, match="ablation_seeds"):
+        seed_methods([0, 1], methods, ablation_seeds=0)
+    rec = pd.DataFrame({"seed": [0, 1, 2, 0], "method": ["m", "m", "m", "a"], "scib_total": [0.6, 0.7, 0.8, 0.5]})
+    ms = ev.mean_sd(rec)
+    assert ms.loc["m", "n_seeds"] == 3 and ms.loc["a", "n_seeds"] == 1 and np.isnan(ms.loc["a", "scib_total_sd"])
+
+
+def test_uce_lines_report_sentence_stability():
+    table = ev.uce_diagnostics_table({0: {"mean_pairwise_cosine": 0.2, "sentence_stability": {"1": 0.97, "4": 0.99},
+                                          "train": {"cell_blind_auroc": 0.5, "decoder_gap": 0.2}},
+                                      1: {"mean_pairwise_cosine": 0.3, "sentence_stability": {"1": 0.95, "4": 0.98},
+                                          "train": {"cell_blind_auroc": 0.52, "decoder_gap": 0.1}}})
+    lines = ev.uce_lines(table)
+    line = [ln for ln in lines if "Sentence stability" in ln]
+    assert len(line) == 1 and "0.960 with 1 sentence per" in line[0] and "0.985 with 4 sentences" in line[0]
+
+
+def test_umaps_in_parallel_processes_equal_the_serial_ones():
+    from scprior.plotting.integration import umap_coordinates_many
+
+    rng = np.random.default_rng(0)
+    embs = {"a": rng.normal(size=(60, 5)).astype(np.float32), "b": rng.normal(size=(60, 3)).astype(np.float32)}
+    serial = umap_coordinates_many(embs, n_neighbors=5, seed=0, n_jobs=1)
+    parallel = umap_coordinates_many(embs, n_neighbors=5, seed=0, n_jobs=2)
+    assert list(parallel) == ["a", "b"]
+    for k in embs:
+        np.testing.assert_allclose(parallel[k], serial[k], atol=1e-5)

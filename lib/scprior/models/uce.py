@@ -70,11 +70,18 @@ class UCEConfig:
     nlayers: int = 4
     output_dim: int = 1280
     dropout: float = 0.05
+    #: dropout inside the transformer layers (None: ``dropout``, as UCE). On CPU, dropout in the
+    #: attention sends PyTorch down its slow attention path: 0 makes a training step ~2x faster
+    transformer_dropout: float | None = None
     head_hidden: int = 1024
     decoder_hidden: tuple[int, ...] = (2048, 512, 128)
     positional_encoding: bool = True  # sinusoidal positions, added as the released UCE forward does
     max_len: int = 1536
     sample_size: int = 1024
+    #: sentences drawn per cell at embedding time, their cell vectors averaged (UCE: 1). Each
+    #: sentence samples only ``sample_size`` of the cell's reads; the mean of K sentences has 1/K
+    #: of that sampling variance (see :func:`sentence_stability`)
+    embed_sentences: int = 1
     #: draw probability of an expressed gene: "log1p" ~ log1p(count) as UCE; "counts" ~ count (a
     #: downsampling of the cell's reads). With ~1,600 expressed genes per Baron cell, 64 log1p draws
     #: carry almost no cell type (benchmarks/uce_diagnose.py); count draws carry as much as PCA does
@@ -128,6 +135,8 @@ class UCEConfig:
         self.decoder_hidden = tuple(int(h) for h in self.decoder_hidden)
         if self.d_model % self.nhead:
             raise ScpriorInputError(f"d_model ({self.d_model}) must be divisible by nhead ({self.nhead}).")
+        if int(self.embed_sentences) < 1:
+            raise ScpriorInputError(f"embed_sentences must be >= 1, got {self.embed_sentences}.")
         if self.negatives not in ("matched", "uniform", "batch"):
             raise ScpriorInputError(f"negatives must be 'matched', 'uniform' or 'batch', got {self.negatives!r}.")
         if self.positive_weights not in ("uniform", "counts"):
@@ -459,7 +468,8 @@ class UCEModel(nn.Module):
         self.register_buffer("token_table", table)
         token_dim = table.shape[1]
         self.token_proj = nn.Sequential(nn.Linear(token_dim, c.d_model), nn.GELU(), nn.LayerNorm(c.d_model))
-        layer = nn.TransformerEncoderLayer(c.d_model, c.nhead, c.d_hid, c.dropout, batch_first=True)
+        t_drop = c.dropout if c.transformer_dropout is None else c.transformer_dropout
+        layer = nn.TransformerEncoderLayer(c.d_model, c.nhead, c.d_hid, t_drop, batch_first=True)
         self.transformer = nn.TransformerEncoder(layer, c.nlayers, enable_nested_tensor=False)
         self.cell_head = nn.Sequential(full_block(c.d_model, c.head_hidden, dropout=c.dropout, activation="gelu"),
                                        full_block(c.head_hidden, c.output_dim, dropout=c.dropout, activation="gelu"),
@@ -589,24 +599,52 @@ class UCEResult:
 
 @torch.no_grad()
 def embed_cells(model: UCEModel, vocab: GeneVocabulary, adatas: Mapping[str, ad.AnnData], *,
-                layer: str = "counts", seed: int = 0, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+                layer: str = "counts", seed: int = 0, batch_size: int = 64, progress: bool = False,
+                sentences: int | None = None) -> np.ndarray:
     """Embed the cells of ``adatas`` (species -> AnnData of counts), concatenated in that order.
 
     Each cell's sentence comes from its own generator (``seed`` + a hash of its counts), and
     sentences have a fixed length: a cell's embedding is the same alone or among any other cells.
+    ``sentences`` (default ``model.config.embed_sentences``): K sentences per cell, drawn with the
+    seeds ``sentence_seeds(seed, K)``; their unit cell vectors are averaged and renormalised.
     Returns (n_cells, output_dim), rows L2-normalised.
     """
     check_species_adatas(adatas, layer=layer)
-    data = SentenceData(vocab, adatas, model.config, layer=layer, mode="fixed", seed=seed, queries=False)
-    loader = sentence_loader(data, batch_size=batch_size)
+    k = int(model.config.embed_sentences if sentences is None else sentences)
+    if k < 1:
+        raise ScpriorInputError(f"sentences must be >= 1, got {k}.")
     device = next(model.parameters()).device
     model.eval()
-    it = loader
-    if progress:
-        from tqdm.auto import tqdm
+    total = None
+    for s in sentence_seeds(seed, k):
+        data = SentenceData(vocab, adatas, model.config, layer=layer, mode="fixed", seed=s, queries=False)
+        it = sentence_loader(data, batch_size=batch_size)
+        if progress:
+            from tqdm.auto import tqdm
 
-        it = tqdm(loader, desc="uce embed", leave=False)
-    return np.concatenate([model(b[0].to(device)).cpu().numpy() for b in it], axis=0)
+            it = tqdm(it, desc=f"uce embed (seed {s})", leave=False)
+        z = np.concatenate([model(b[0].to(device)).cpu().numpy() for b in it], axis=0)
+        total = z if total is None else total + z
+    if k == 1:
+        return total
+    return total / np.clip(np.linalg.norm(total, axis=1, keepdims=True), 1e-12, None)
+
+
+def sentence_seeds(seed: int, k: int) -> list[int]:
+    """The sentence seeds :func:`embed_cells` uses for ``k`` sentences per cell (the first is ``seed``)."""
+    return [int(seed) + 100_003 * i for i in range(int(k))]
+
+
+def sentence_stability(model: UCEModel, vocab: GeneVocabulary, adatas: Mapping[str, ad.AnnData], *,
+                       layer: str = "counts", seed: int = 0, sentences: int | None = None,
+                       batch_size: int = 64) -> float:
+    """Label-free: mean cosine between each cell's embedding from two disjoint sets of ``sentences``
+    sentences (seeds ``seed`` and ``seed + 1``), i.e. how little the sentence draw moves a cell.
+    1.0: the draw does not matter."""
+    k = int(model.config.embed_sentences if sentences is None else sentences)
+    a = embed_cells(model, vocab, adatas, layer=layer, seed=seed, sentences=k, batch_size=batch_size)
+    b = embed_cells(model, vocab, adatas, layer=layer, seed=seed + 1, sentences=k, batch_size=batch_size)
+    return float(np.mean(np.sum(a * b, axis=1)))
 
 
 def train_uce(
@@ -627,7 +665,8 @@ def train_uce(
     knowledge gene table (chromosome, start). The best epoch is chosen on the masked-expression
     loss of held-out cells (whose sentences and queries are fixed by their own seeds); training
     stops when it has not improved for ``config.patience`` epochs. ``diagnostics``: training cells
-    (at most) on which :func:`objective_diagnostics` runs (0: none). Returns the cells of all
+    (at most) on which :func:`objective_diagnostics` runs (0: none; a quarter as many cells, for
+    :func:`sentence_stability` with 1 and ``config.embed_sentences`` sentences). Returns the cells of all
     species concatenated with the embedding in ``obsm[key]``, and the diagnostics. ``genes``:
     species -> symbols (e.g. the task's HVGs) the vocabulary is restricted to; required when
     ``config.gene_set == "hvg"``, stored with the model as its vocabulary.
@@ -662,6 +701,12 @@ def train_uce(
     out.obsm[key] = z.astype(np.float32)
     diag = {"mean_pairwise_cosine": mean_pairwise_cosine(z)}
     if diagnostics:
+        few = cell_subset(adatas, max(2, int(diagnostics) // 4), seed=cfg.seed)
+        diag["sentence_stability"] = {
+            str(k): sentence_stability(model, vocab, few, layer=layer, seed=cfg.seed, sentences=k,
+                                       batch_size=max(cfg.batch_size, 64))
+            for k in sorted({1, int(cfg.embed_sentences)})}
+    if diagnostics:
         n = min(len(tr), int(diagnostics))
         sub = np.sort(np.random.default_rng(cfg.seed).choice(tr, size=n, replace=False))
         diag["train"] = objective_diagnostics(model, train_data, sub, batch_size=max(cfg.batch_size, 64),
@@ -670,6 +715,17 @@ def train_uce(
             diag["val"] = objective_diagnostics(model, val_data, va, batch_size=max(cfg.batch_size, 64),
                                                 seed=cfg.seed + 1)
     return UCEResult(adata=out, model=model, vocab=vocab, train=result, diagnostics=diag)
+
+
+def cell_subset(adatas: Mapping[str, ad.AnnData], n: int, *, seed: int = 0) -> dict[str, ad.AnnData]:
+    """At most ``n`` cells in all, drawn (seeded) in proportion to each species' cells; copies."""
+    total = sum(a.n_obs for a in adatas.values())
+    rng = np.random.default_rng(seed)
+    out = {}
+    for s, a in adatas.items():
+        m = min(a.n_obs, max(1, round(n * a.n_obs / max(total, 1))))
+        out[s] = a[np.sort(rng.choice(a.n_obs, size=m, replace=False))].copy()
+    return out
 
 
 def restricted_tables(gene_tables: Mapping[str, pd.DataFrame],

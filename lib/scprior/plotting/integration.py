@@ -25,6 +25,21 @@ def umap_coordinates(embedding: np.ndarray, *, n_neighbors: int = 15, seed: int 
     return tmp.obsm["X_umap"]
 
 
+def umap_coordinates_many(embeddings: Mapping[str, np.ndarray], *, n_neighbors: int = 15, seed: int = 0,
+                          n_jobs: int = 1) -> dict[str, np.ndarray]:
+    """:func:`umap_coordinates` of every embedding (name -> (n_cells, d)), in ``n_jobs`` processes.
+
+    A seeded UMAP runs single-threaded, so the coordinates do not depend on ``n_jobs``."""
+    names = list(embeddings)
+    if n_jobs == 1 or len(names) < 2:
+        return {m: umap_coordinates(embeddings[m], n_neighbors=n_neighbors, seed=seed) for m in names}
+    from joblib import Parallel, delayed
+
+    out = Parallel(n_jobs=min(int(n_jobs), len(names)))(
+        delayed(umap_coordinates)(embeddings[m], n_neighbors=n_neighbors, seed=seed) for m in names)
+    return dict(zip(names, out))
+
+
 def umap_grid(coords: Mapping[str, np.ndarray], obs: pd.DataFrame, *, labels: Mapping[str, str] | None = None,
               colors: Sequence[str] = ("cell_type", "species"), dataset: str = "", simulated: bool = False,
               point_size: float = 3.0) -> plt.Figure:

@@ -45,28 +45,38 @@ def evaluate_seed(obs: pd.DataFrame, runs: Mapping[str, MethodRun], *, seed: int
 
     Returns (one row per method with the summary scores, the full scib results table).
     """
+    table = _scib_table(obs, runs, kbet=kbet)
+    donor = _donor_table(obs, runs, kbet=kbet) if donor_batch else None
+    return _rows(runs, seed, table, donor, _extras(obs, runs, seed=seed, min_cells=min_cells)), _seeded(table, seed)
+
+
+def _scib_table(obs: pd.DataFrame, runs: Mapping[str, MethodRun], *, kbet: bool) -> pd.DataFrame:
+    """The scib-metrics Benchmarker table of one seed's runs (bio on cell type, batch on species)."""
     if "pca" not in runs:
         raise ValueError("evaluate_seed needs the 'pca' run: it is the pre-integration reference.")
     adata = with_embeddings(obs, runs)
-    keys = [f"X_{m}" for m in runs]
-    table, _ = scib_benchmark(adata, keys, label_key="cell_type", batch_key="species", pre_key="X_pca", kbet=kbet)
-    scores = scib_scores(table)
-    donor = donor_batch_scores(adata, keys, pre_key="X_pca", kbet=kbet) if donor_batch else None
+    table, _ = scib_benchmark(adata, [f"X_{m}" for m in runs], label_key="cell_type", batch_key="species",
+                              pre_key="X_pca", kbet=kbet)
+    return table
+
+
+def _donor_table(obs: pd.DataFrame, runs: Mapping[str, MethodRun], *, kbet: bool) -> pd.DataFrame:
+    """Batch correction across donors within each species, per run (:func:`.metrics.donor_batch_scores`)."""
+    return donor_batch_scores(with_embeddings(obs, runs), [f"X_{m}" for m in runs], pre_key="X_pca", kbet=kbet)
+
+
+def _extras(obs: pd.DataFrame, runs: Mapping[str, MethodRun], *, seed: int, min_cells: int) -> dict[str, dict]:
+    """Per run: label transfer (both settings), within-species kNN and the tree score."""
     labels = obs["cell_type"].astype(str).to_numpy()
     species = obs["species"].astype(str).to_numpy()
-    rows = []
+    out = {}
     for m, run in runs.items():
-        key = f"X_{m}"
         both = transfer_both_ways(run.embedding, labels, species, pair=PAIR, seed=seed)
         unseen = (both if not run.unseen else transfer_both_ways(
             {d: run.transfer_embedding(d) for d in DIRECTIONS}, labels, species, pair=PAIR, seed=seed))
         knn = within_species_knn(run.embedding, labels, species, seed=seed)
         tree, _ = mutual_nn_score(celltype_centroids(run.embedding, labels, species, min_cells=min_cells), pair=PAIR)
-        row = {"seed": seed, "method": m, "scib_total": scores.loc[key, "Total"],
-               "scib_bio": scores.loc[key, "Bio conservation"], "scib_batch": scores.loc[key, "Batch correction"],
-               "tree_mutual_nn": tree, "seconds": run.seconds}
-        if donor is not None:
-            row["scib_batch_donor"] = donor.loc[key, "mean"]
+        row = {"tree_mutual_nn": tree}
         for s_name, v in knn.items():
             row[f"knn_bal_acc[{s_name}]"] = v
         for d in DIRECTIONS:
@@ -75,10 +85,30 @@ def evaluate_seed(obs: pd.DataFrame, runs: Mapping[str, MethodRun], *, seed: int
                 row[f"transfer_bal_acc{suffix}[{d}]"] = tr[d]["balanced_accuracy"]
             row[f"transfer_dummy[{d}]"] = both[d]["dummy"]
             row[f"transfer_ceiling[{d}]"] = both[d]["ceiling"]
+        out[m] = row
+    return out
+
+
+def _rows(runs: Mapping[str, MethodRun], seed: int, table: pd.DataFrame, donor: pd.DataFrame | None,
+          extras: Mapping[str, dict]) -> pd.DataFrame:
+    scores = scib_scores(table)
+    rows = []
+    for m, run in runs.items():
+        key = f"X_{m}"
+        row = {"seed": seed, "method": m, "scib_total": scores.loc[key, "Total"],
+               "scib_bio": scores.loc[key, "Bio conservation"], "scib_batch": scores.loc[key, "Batch correction"],
+               "tree_mutual_nn": extras[m]["tree_mutual_nn"], "seconds": run.seconds}
+        if donor is not None:
+            row["scib_batch_donor"] = donor.loc[key, "mean"]
+        row.update({k: v for k, v in extras[m].items() if k != "tree_mutual_nn"})
         rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _seeded(table: pd.DataFrame, seed: int) -> pd.DataFrame:
     table = table.copy()
     table.insert(0, "seed", seed)
-    return pd.DataFrame(rows), table
+    return table
 
 
 def _evaluate_seed_worker(obs, runs, seed: int, threads: int | None, kw) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -89,15 +119,38 @@ def _evaluate_seed_worker(obs, runs, seed: int, threads: int | None, kw) -> tupl
     return evaluate_seed(obs, runs, seed=seed, **kw)
 
 
+def _part_worker(part: str, obs, runs: Mapping[int, Mapping[str, MethodRun]], threads: int | None, kw) -> dict:
+    """One part of the scoring for every seed, in one process: ``"scib"`` (the Benchmarker tables)
+    or ``"donor"`` (donor batch tables, then transfer, kNN and tree). JAX compiles scib-metrics'
+    functions once per process and array shape; every seed has the same shapes, so one process
+    compiles them once for all seeds (a first call costs ~3x a repeat on the main table, ~20x on
+    the per-species donor tables)."""
+    from scprior.tasks.integration.methods import fixed_threads
+
+    fixed_threads(threads)
+    if part == "scib":
+        return {s: _scib_table(obs, r, kbet=kw["kbet"]) for s, r in runs.items()}
+    return {s: (_donor_table(obs, r, kbet=kw["kbet"]),
+                _extras(obs, r, seed=int(s), min_cells=kw["min_cells"])) for s, r in runs.items()}
+
+
 def evaluate_seeds(obs: pd.DataFrame, runs: Mapping[int, Mapping[str, MethodRun]], *, n_jobs: int = 1,
                    threads: int | None = 1, **kw) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
     """:func:`evaluate_seed` for every seed (parallel processes if ``n_jobs`` > 1, each limited to
     ``threads`` threads; a serial run uses the caller's thread settings); returns (all records,
-    the per-seed scib tables)."""
+    the per-seed scib tables). With donor batch scores and ``n_jobs`` > 1, two processes split
+    the work by part rather than by seed (:func:`_part_worker`): the same scores, less compiling."""
     seeds = list(runs)
     numba_env_matches_its_threads()  # and so for umap imported later in this process (the UMAP figures)
+    kw = {"min_cells": 5, "donor_batch": True, "kbet": False, **kw}
     if n_jobs == 1 or len(seeds) == 1:
         out = [evaluate_seed(obs, runs[s], seed=int(s), **kw) for s in seeds]
+    elif kw["donor_batch"]:
+        from joblib import Parallel, delayed
+
+        runs = {int(s): runs[s] for s in seeds}
+        tables, rest = Parallel(n_jobs=2)(delayed(_part_worker)(p, obs, runs, threads, kw) for p in ("scib", "donor"))
+        out = [(_rows(runs[s], s, tables[s], rest[s][0], rest[s][1]), _seeded(tables[s], s)) for s in runs]
     else:
         from joblib import Parallel, delayed
 
@@ -119,12 +172,14 @@ def mean_scib_results(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
 
 def mean_sd(records: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sd over seeds of every numeric column, per method (columns ``<col>`` and ``<col>_sd``)."""
+    """Mean and sd over seeds of every numeric column, per method (columns ``<col>`` and ``<col>_sd``),
+    and ``n_seeds`` (how many seeds the method ran: ablations may run on fewer, sd NaN for one)."""
     num = records.drop(columns=["seed"]).groupby("method", sort=False)
     mean, sd = num.mean(numeric_only=True), num.std(numeric_only=True, ddof=1)
     out = mean.copy()
     for c in sd.columns:
         out[f"{c}_sd"] = sd[c]
+    out["n_seeds"] = num.size()
     return out
 
 
@@ -136,7 +191,7 @@ def metrics_json(records: pd.DataFrame, *, dataset: str, seeds: Sequence[int], s
         methods[str(name)] = {
             "scib_total": float(r["scib_total"]), "scib_bio": float(r["scib_bio"]),
             "scib_batch": float(r["scib_batch"]),
-            "tree_mutual_nn": float(r["tree_mutual_nn"]),
+            "tree_mutual_nn": float(r["tree_mutual_nn"]), "n_seeds": int(r["n_seeds"]),
         }
         for suffix, (key, _) in TRANSFER_SETTINGS.items():
             methods[str(name)][key] = {
@@ -275,11 +330,14 @@ def knn_gap_lines(summary: pd.DataFrame, *, model: str = "uce", reference: str =
 
 
 def uce_diagnostics_table(diagnostics: Mapping[int, Mapping]) -> pd.DataFrame:
-    """Per seed: the UCE objective diagnostics (training and held-out queries) and the mean
-    pairwise cosine of the embedding, one row per seed."""
+    """Per seed: the UCE objective diagnostics (training and held-out queries), the mean
+    pairwise cosine of the embedding and its sentence stability (``sentence_stability_<K>``: mean
+    cosine of a cell's embeddings from two independent draws of K sentences), one row per seed."""
     rows = []
     for seed, d in diagnostics.items():
         row = {"seed": int(seed), "mean_pairwise_cosine": d.get("mean_pairwise_cosine")}
+        for k, v in d.get("sentence_stability", {}).items():
+            row[f"sentence_stability_{k}"] = v
         for part in ("train", "val"):
             for k, v in d.get(part, {}).items():
                 row[f"{part}_{k}"] = v
@@ -294,6 +352,13 @@ def uce_lines(table: pd.DataFrame, *, auroc_tolerance: float = 0.05, collapsed_c
     auc = table["train_cell_blind_auroc"]
     gap = table["train_decoder_gap"]
     cos = table["mean_pairwise_cosine"]
+    stab = sorted((int(c.rsplit("_", 1)[1]), c) for c in table.columns if c.startswith("sentence_stability_"))
+    extra = []
+    if stab:
+        extra.append("- Sentence stability (mean cosine between a cell's embeddings from two independent "
+                     "sentence draws): " + ", ".join(
+                         f"{table[c].mean():.3f} with {k} sentence{'s' if k > 1 else ''} per cell" for k, c in stab)
+                     + (". The embedding averages the last." if len(stab) > 1 else "."))
     return [
         f"- Cell-blind frequency score on the training queries: AUROC {auc.mean():.3f} "
         f"(range {auc.min():.3f}-{auc.max():.3f}; "
@@ -304,4 +369,5 @@ def uce_lines(table: pd.DataFrame, *, auroc_tolerance: float = 0.05, collapsed_c
                                                    f"**does not read the cell** (gap not above {min_gap:.2f})."),
         f"- Mean pairwise cosine of the cell embeddings: {cos.mean():.3f} ("
         + ("**collapsed**" if cos.mean() >= collapsed_cosine else "not collapsed") + ").",
+        *extra,
     ]

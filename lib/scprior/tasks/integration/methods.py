@@ -55,6 +55,8 @@ from scprior.tasks.integration.data import (
 
 BASELINES = ("pca", "harmony", "scvi")
 KNOWLEDGE_METHODS = ("saturn", "unify_text", "unify", "unify_free", "uce", "scilama")
+#: ablations: may run on fewer seeds than the models they ablate (``ablation_seeds``)
+ABLATIONS = ("unify_text",)
 METHODS = BASELINES + KNOWLEDGE_METHODS
 #: methods whose training sees cell-type labels (species-prefixed, within species)
 USES_LABELS = ("saturn", "unify_text", "unify")
@@ -292,16 +294,28 @@ def _run_seed(task: TaskData, settings: Mapping, seed: int, methods: Sequence[st
     return run_methods(task, settings, seed=seed, methods=methods, models_dir=models_dir)
 
 
+def seed_methods(seeds: Sequence[int], methods: Sequence[str], *, ablation_seeds: int | None = None) -> dict[int, list[str]]:
+    """Per seed, the methods it runs: all of ``methods`` on the first ``ablation_seeds`` seeds
+    (None: every seed), the rest without the :data:`ABLATIONS`. Every model depends on its own
+    seed only (each reseeds), so leaving an ablation out does not change the other methods."""
+    if ablation_seeds is not None and int(ablation_seeds) < 1:
+        raise ScpriorInputError(f"ablation_seeds must be >= 1 (or None for every seed), got {ablation_seeds}.")
+    n = len(seeds) if ablation_seeds is None else int(ablation_seeds)
+    return {int(s): [m for m in methods if i < n or m not in ABLATIONS] for i, s in enumerate(seeds)}
+
+
 def run_seeds(task: TaskData, settings: Mapping, *, seeds: Sequence[int], methods: Sequence[str] = METHODS,
               models_dir: str | os.PathLike | None = None, n_jobs: int = 1,
-              threads: int | None = 1) -> dict[int, dict[str, MethodRun]]:
+              threads: int | None = 1, ablation_seeds: int | None = None) -> dict[int, dict[str, MethodRun]]:
     """:func:`run_methods` for every seed; ``n_jobs`` > 1 runs seeds in parallel processes (joblib),
-    each with ``threads`` torch/BLAS threads. Results do not depend on ``n_jobs``."""
+    each with ``threads`` torch/BLAS threads. Results do not depend on ``n_jobs``.
+    ``ablation_seeds``: the :data:`ABLATIONS` run on the first N seeds only (:func:`seed_methods`)."""
     seeds = [int(s) for s in seeds]
+    plan = seed_methods(seeds, methods, ablation_seeds=ablation_seeds)
     if n_jobs == 1 or len(seeds) == 1:
-        return {s: _run_seed(task, settings, s, methods, models_dir, threads) for s in seeds}
+        return {s: _run_seed(task, settings, s, plan[s], models_dir, threads) for s in seeds}
     from joblib import Parallel, delayed
 
     out = Parallel(n_jobs=min(n_jobs, len(seeds)))(
-        delayed(_run_seed)(task, settings, s, methods, models_dir, threads, True) for s in seeds)
+        delayed(_run_seed)(task, settings, s, plan[s], models_dir, threads, True) for s in seeds)
     return dict(zip(seeds, out))
