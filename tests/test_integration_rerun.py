@@ -64,10 +64,13 @@ def test_scoring_split_by_part_equals_scoring_by_seed_and_ablations_leave_the_re
     # donor batch scores need enough cells per donor for scib-metrics' neighbourhoods
     task = mt.prepare_task(processed_dir, knowledge_dir, n_hvg=300, n_hvg_orthologs=300, max_cells=250, seed=0)
     methods = ["pca", "harmony", "saturn", "unify_text"]
+    # as the notebook runs them: one fresh process per job (3 here: seed 0's ablation, seed 0, seed 1)
     full = mt.run_seeds(task, SETTINGS, seeds=[0, 1], methods=methods, n_jobs=2, threads=1)
-    cut = mt.run_seeds(task, SETTINGS, seeds=[0, 1], methods=methods, n_jobs=2, threads=1, ablation_seeds=1)
+    cut = mt.run_seeds(task, SETTINGS, seeds=[0, 1], methods=methods, n_jobs=3, threads=1, ablation_seeds=1)
     assert "unify_text" in cut[0] and "unify_text" not in cut[1]
     _same_runs({1: {m: r for m, r in full[1].items() if m != "unify_text"}}, {1: cut[1]})
+    _same_runs({0: full[0]}, {0: cut[0]})  # seed 0's ablation ran as a job of its own: same numbers
+    assert list(cut[0]) == methods
     kw = {"donor_batch": True, "kbet": False, "min_cells": 5}
     rec, tabs = ev.evaluate_seeds(task.obs, cut, n_jobs=2, threads=1, **kw)
     rec2, tabs2 = ev.evaluate_seeds(task.obs, cut, n_jobs=2, threads=1, **kw)

@@ -29,8 +29,12 @@ def umap_coordinates_many(embeddings: Mapping[str, np.ndarray], *, n_neighbors: 
                           n_jobs: int = 1) -> dict[str, np.ndarray]:
     """:func:`umap_coordinates` of every embedding (name -> (n_cells, d)), in ``n_jobs`` processes.
 
-    A seeded UMAP runs single-threaded, so the coordinates do not depend on ``n_jobs``."""
+    A seeded UMAP runs single-threaded, so the coordinates do not depend on ``n_jobs`` (at most
+    one process per CPU)."""
+    import os
+
     names = list(embeddings)
+    n_jobs = min(int(n_jobs), os.cpu_count() or 1)  # each process compiles UMAP's numba code once
     if n_jobs == 1 or len(names) < 2:
         return {m: umap_coordinates(embeddings[m], n_neighbors=n_neighbors, seed=seed) for m in names}
     from joblib import Parallel, delayed

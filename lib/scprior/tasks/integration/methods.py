@@ -309,13 +309,23 @@ def run_seeds(task: TaskData, settings: Mapping, *, seeds: Sequence[int], method
               threads: int | None = 1, ablation_seeds: int | None = None) -> dict[int, dict[str, MethodRun]]:
     """:func:`run_methods` for every seed; ``n_jobs`` > 1 runs seeds in parallel processes (joblib),
     each with ``threads`` torch/BLAS threads. Results do not depend on ``n_jobs``.
-    ``ablation_seeds``: the :data:`ABLATIONS` run on the first N seeds only (:func:`seed_methods`)."""
+    ``ablation_seeds``: the :data:`ABLATIONS` run on the first N seeds only (:func:`seed_methods`),
+    in parallel runs as jobs of their own (``n_jobs`` = seeds + N keeps every process busy)."""
     seeds = [int(s) for s in seeds]
     plan = seed_methods(seeds, methods, ablation_seeds=ablation_seeds)
     if n_jobs == 1 or len(seeds) == 1:
         return {s: _run_seed(task, settings, s, plan[s], models_dir, threads) for s in seeds}
     from joblib import Parallel, delayed
 
-    out = Parallel(n_jobs=min(n_jobs, len(seeds)))(
-        delayed(_run_seed)(task, settings, s, plan[s], models_dir, threads, True) for s in seeds)
-    return dict(zip(seeds, out))
+    # a seed's ablations are a job of their own when only some seeds run them, so that no core
+    # waits while the seeds with ablations finish (each model reseeds: same numbers either way)
+    jobs = [(s, [m for m in plan[s] if m in ABLATIONS]) for s in seeds
+            if len(set(plan[s]) & set(ABLATIONS)) and any(set(plan[t]) != set(plan[s]) for t in seeds)]
+    split = {s for s, _ in jobs}
+    jobs += [(s, [m for m in plan[s] if s not in split or m not in ABLATIONS]) for s in seeds]
+    out = Parallel(n_jobs=min(n_jobs, len(jobs)))(
+        delayed(_run_seed)(task, settings, s, ms, models_dir, threads, True) for s, ms in jobs)
+    merged: dict[int, dict[str, MethodRun]] = {s: {} for s in seeds}
+    for (s, _), runs in zip(jobs, out):
+        merged[s].update(runs)
+    return {s: {m: merged[s][m] for m in plan[s]} for s in seeds}
