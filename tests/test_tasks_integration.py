@@ -322,3 +322,14 @@ def test_umaps_in_parallel_processes_equal_the_serial_ones():
     assert list(parallel) == ["a", "b"]
     for k in embs:
         np.testing.assert_allclose(parallel[k], serial[k], atol=1e-5)
+
+
+def test_a_method_on_fewer_seeds_is_labelled_so_and_never_clearly_better():
+    rec = pd.DataFrame({"seed": [0, 1, 2, 0, 0, 1, 2], "method": ["b", "b", "b", "abl", "m", "m", "m"],
+                        "scib_total": [0.5, 0.52, 0.51, 0.9, 0.6, 0.61, 0.62]})
+    summary = ev.mean_sd(rec)
+    names = ev.seed_labels(summary, {"abl": "Ablation", "m": "Model"})
+    assert names == {"b": "b", "abl": "Ablation (1 of 3 seeds)", "m": "Model"}
+    wins = ev.beats(rec, models=["abl", "m"], baselines=["b"], columns=["scib_total"]).set_index("model")
+    assert wins.loc["abl", "better_on_mean"] and not wins.loc["abl", "clearly_better"]
+    assert wins.loc["m", "clearly_better"]

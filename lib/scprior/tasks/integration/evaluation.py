@@ -215,7 +215,8 @@ def beats(records: pd.DataFrame, *, models: Sequence[str], baselines: Sequence[s
           columns: Sequence[str] = ("scib_total", "transfer_acc[human->mouse]", "transfer_acc[mouse->human]",
                                     "tree_mutual_nn")) -> pd.DataFrame:
     """Which model beats which baseline on which score: mean difference over seeds and whether the
-    model's worst seed still beats the baseline's best (a conservative "clearly better")."""
+    model's worst seed still beats the baseline's best (a conservative "clearly better"; never
+    said of a model with one seed)."""
     rows = []
     for col in columns:
         for m in models:
@@ -225,13 +226,25 @@ def beats(records: pd.DataFrame, *, models: Sequence[str], baselines: Sequence[s
                 if len(a) == 0 or len(c) == 0:
                     continue
                 rows.append({"score": col, "model": m, "baseline": b, "difference": float(a.mean() - c.mean()),
-                             "better_on_mean": bool(a.mean() > c.mean()), "clearly_better": bool(a.min() > c.max())})
+                             "better_on_mean": bool(a.mean() > c.mean()),
+                             "clearly_better": bool(len(a) > 1 and a.min() > c.max())})
     return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------- verdicts
 def _label(labels: Mapping[str, str] | None, m: str) -> str:
     return (labels or {}).get(m, m)
+
+
+def seed_labels(summary: pd.DataFrame, labels: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Display names for every method of ``summary`` (from :func:`mean_sd`), with "(k of n seeds)"
+    for a method that ran on fewer seeds than the most (an ablation cut to fit the budget)."""
+    most = int(summary["n_seeds"].max()) if "n_seeds" in summary.columns else 0
+    out = {}
+    for m in summary.index:
+        k = int(summary.loc[m, "n_seeds"]) if "n_seeds" in summary.columns else most
+        out[m] = _label(labels, m) + (f" ({k} of {most} seeds)" if k < most else "")
+    return out
 
 
 def transfer_table(summary: pd.DataFrame) -> pd.DataFrame:
