@@ -33,7 +33,7 @@ def test_notebook_01_quick(tmp_path, processed, knowledge_dir):
     m = json.loads(metrics.read_text())
     assert set(m) == {"dataset", "simulated", "seeds", "transfer_protocol", "transfer_settings", "methods"}
     assert m["simulated"] is False and m["seeds"] == [0] and "C=0.005" in m["transfer_protocol"]
-    expected = {"pca", "harmony", "scvi", "saturn", "unify_text", "unify", "unify_free", "uce", "scilama"}
+    expected = {"pca", "harmony", "scvi", "saturn", "unify", "unify_free", "uce", "scilama"}  # unify_text: 01b
     assert set(m["methods"]) == expected
     for name, row in m["methods"].items():
         assert set(row) == {"scib_total", "scib_bio", "scib_batch", "transfer_acc", "transfer_acc_both_species_labels",
