@@ -237,7 +237,8 @@ def test_scib_benchmark_and_donor_scores_rank_a_good_embedding_higher():
     summary = ev.metrics_json(pd.concat([records, records.assign(seed=1)]), dataset="toy", seeds=[0, 1])
     assert "SATURN" in summary["transfer_protocol"]
     assert set(summary["methods"]["good"]) == {"scib_total", "scib_bio", "scib_batch", "transfer_acc",
-                                               "transfer_acc_both_species_labels", "tree_mutual_nn"}
+                                               "transfer_acc_both_species_labels", "tree_mutual_nn", "n_seeds"}
+    assert summary["methods"]["good"]["n_seeds"] == 2
     assert set(summary["methods"]["good"]["transfer_acc"]["human->mouse"]) == {"accuracy", "balanced_accuracy",
                                                                               "ceiling", "dummy"}
     raw = ev.mean_scib_results([table, table])
