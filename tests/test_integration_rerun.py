@@ -63,8 +63,12 @@ def test_scoring_split_by_part_equals_scoring_by_seed_and_ablations_leave_the_re
     """Two processes scoring by part (main scib tables | donor tables + transfer, kNN, tree) give
     the scores of one process per seed, and a rerun repeats them exactly; leaving the ablation out
     of seed 1, or running it as a job of its own, changes the other embeddings by float32 rounding
-    at most."""
+    at most. Calls run alongside the scoring return what they return in this process."""
+    from functools import partial
+
     from joblib import Parallel, delayed
+
+    from scprior.plotting.integration import umap_coordinates
 
     # donor batch scores need enough cells per donor for scib-metrics' neighbourhoods
     task = mt.prepare_task(processed_dir, knowledge_dir, n_hvg=300, n_hvg_orthologs=300, max_cells=250, seed=0)
@@ -79,9 +83,15 @@ def test_scoring_split_by_part_equals_scoring_by_seed_and_ablations_leave_the_re
     assert list(cut[0]) == methods
     kw = {"donor_batch": True, "kbet": False, "min_cells": 5}
     rec, tabs = ev.evaluate_seeds(task.obs, cut, n_jobs=2, threads=1, **kw)
-    rec2, tabs2 = ev.evaluate_seeds(task.obs, cut, n_jobs=2, threads=1, **kw)
+    # the rerun with calls alongside (the notebook's UMAPs): the same scores, and the calls' results
+    # equal to running them here
+    calls = {m: partial(umap_coordinates, cut[0][m].embedding, n_neighbors=5, seed=0) for m in ("pca", "saturn")}
+    rec2, tabs2, coords = ev.evaluate_seeds_alongside(task.obs, cut, calls, n_jobs=2, threads=1, **kw)
     cols = [c for c in rec.columns if c != "seconds"]
     pd.testing.assert_frame_equal(rec[cols], rec2[cols], check_exact=True)  # a rerun: exactly
+    assert list(coords) == ["pca", "saturn"]
+    for m, c in coords.items():
+        np.testing.assert_array_equal(c, calls[m]())
     by_seed = Parallel(n_jobs=2)(delayed(ev._evaluate_seed_worker)(task.obs, cut[s], s, 1, kw) for s in (0, 1))
     ref = pd.concat([r for r, _ in by_seed], ignore_index=True)
     # against one process per seed: the same scores up to float32 rounding (JAX compiles after

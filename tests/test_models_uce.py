@@ -465,3 +465,41 @@ def test_training_reports_sentence_stability_and_embeds_with_k_sentences(setup):
                                atol=1e-5)
     assert not np.allclose(res.adata.obsm["X_uce"], embed_cells(res.model, res.vocab, adatas, seed=0, sentences=1),
                            atol=1e-4)
+
+
+def test_diagnostic_cells_set_how_many_cells_the_diagnostics_read(setup):
+    """``UCEConfig.diagnostic_cells`` is ``train_uce``'s default: 0 skips the diagnostics, N runs
+    the objective diagnostics on N training cells; ``diagnostics=`` overrides it."""
+    adatas, protein, tables = setup
+    none = train_uce(adatas, protein, tables, config=UCEConfig(**TINY, epochs=0, diagnostic_cells=0))
+    assert set(none.diagnostics) == {"mean_pairwise_cosine"}
+    some = train_uce(adatas, protein, tables, config=UCEConfig(**TINY, epochs=0, diagnostic_cells=40))
+    assert {"train", "val", "sentence_stability"} <= set(some.diagnostics)
+    assert set(train_uce(adatas, protein, tables, config=UCEConfig(**TINY, epochs=0, diagnostic_cells=40),
+                         diagnostics=0).diagnostics) == {"mean_pairwise_cosine"}
+    with pytest.raises(ScpriorInputError, match="diagnostic_cells"):
+        UCEConfig(**TINY, diagnostic_cells=-1)
+
+
+def test_inference_takes_the_plain_transformer_path_with_the_same_result(setup):
+    """In eval mode the forward turns PyTorch's fused inference path off (slower here, see
+    benchmarks/uce_inference_path.py) and back on; the embeddings equal the fused path's."""
+    from scprior.models.uce import _mha_fastpath
+
+    adatas, protein, tables = setup
+    model = UCEModel(build_vocabulary(protein, tables).tokens, UCEConfig(**TINY)).eval()
+    tokens = torch.randint(3, model.token_table.shape[0], (6, 20))
+    tokens[:3, 15:] = PAD
+    assert torch.backends.mha.get_fastpath_enabled()
+    with torch.no_grad():
+        plain = model(tokens)
+        assert torch.backends.mha.get_fastpath_enabled()
+        x = model.tokens_in(tokens)
+        with _mha_fastpath(True):
+            fused = model.transformer(x, src_key_padding_mask=tokens == PAD)
+        with _mha_fastpath(False):
+            unfused = model.transformer(x, src_key_padding_mask=tokens == PAD)
+    torch.testing.assert_close(fused, unfused, rtol=1e-5, atol=1e-5)
+    keep = (tokens != PAD).unsqueeze(-1).float()
+    pooled = (unfused * keep).sum(1) / keep.sum(1) if model.config.pooling == "mean" else unfused[:, 0]
+    torch.testing.assert_close(plain, F.normalize(model.cell_head(pooled), dim=1))

@@ -29,6 +29,7 @@ forward adds them; :mod:`scprior.models.uce_release` embeds an AnnData with the 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import zlib
@@ -71,7 +72,7 @@ class UCEConfig:
     output_dim: int = 1280
     dropout: float = 0.05
     #: dropout inside the transformer layers (None: ``dropout``, as UCE). On CPU, dropout in the
-    #: attention sends PyTorch down its slow attention path: 0 makes a training step ~2x faster
+    #: attention sends PyTorch down its slow attention path: 0 makes a training step ~1.5x faster
     transformer_dropout: float | None = None
     head_hidden: int = 1024
     decoder_hidden: tuple[int, ...] = (2048, 512, 128)
@@ -82,6 +83,9 @@ class UCEConfig:
     #: sentence samples only ``sample_size`` of the cell's reads; the mean of K sentences has 1/K
     #: of that sampling variance (see :func:`sentence_stability`)
     embed_sentences: int = 1
+    #: training cells (at most) :func:`train_uce` runs :func:`objective_diagnostics` on after
+    #: training, and a quarter as many for :func:`sentence_stability` (0: no diagnostics)
+    diagnostic_cells: int = 2000
     #: draw probability of an expressed gene: "log1p" ~ log1p(count) as UCE; "counts" ~ count (a
     #: downsampling of the cell's reads). With ~1,600 expressed genes per Baron cell, 64 log1p draws
     #: carry almost no cell type (benchmarks/uce_diagnose.py); count draws carry as much as PCA does
@@ -137,6 +141,8 @@ class UCEConfig:
             raise ScpriorInputError(f"d_model ({self.d_model}) must be divisible by nhead ({self.nhead}).")
         if int(self.embed_sentences) < 1:
             raise ScpriorInputError(f"embed_sentences must be >= 1, got {self.embed_sentences}.")
+        if int(self.diagnostic_cells) < 0:
+            raise ScpriorInputError(f"diagnostic_cells must be >= 0 (0: no diagnostics), got {self.diagnostic_cells}.")
         if self.negatives not in ("matched", "uniform", "batch"):
             raise ScpriorInputError(f"negatives must be 'matched', 'uniform' or 'batch', got {self.negatives!r}.")
         if self.positive_weights not in ("uniform", "counts"):
@@ -255,12 +261,12 @@ def cell_sentence(local: np.ndarray, counts: np.ndarray, gene_tokens: np.ndarray
     rank = perm[chrom]
     order = np.lexsort((idx, rank))  # by shuffled chromosome rank, then genomic order (= index)
     idx, rank, chrom = idx[order], rank[order], chrom[order]
-    new_group = np.r_[True, rank[1:] != rank[:-1]]
+    new_group = np.concatenate(([True], rank[1:] != rank[:-1]))
     group = np.cumsum(new_group) - 1
     j = np.arange(sample_size)
     out[j + 2 * group + 2] = gene_tokens[idx]
     starts = np.flatnonzero(new_group)
-    ends = np.r_[starts[1:], sample_size]
+    ends = np.append(starts[1:], sample_size)
     g = np.arange(len(starts))
     out[starts + 2 * g + 1] = chrom_tokens[chrom[starts]]
     out[ends + 2 * g + 2] = CHROM_END
@@ -405,7 +411,9 @@ def matched_negatives(positives: np.ndarray, measured: np.ndarray, expressed: np
     """One unexpressed gene per positive, from the positive's detection-frequency bin (the nearest
     bin that has an unexpressed gene if that one has none). All arguments are vocabulary indices of
     one species; ``bins`` from :func:`detection_frequency`. Empty if the cell expresses every gene."""
-    unexp = measured[~np.isin(measured, expressed)]
+    seen = np.zeros(len(bins), dtype=bool)  # a mask: np.isin costs most of this function
+    seen[expressed] = True
+    unexp = measured[~seen[measured]]
     if len(unexp) == 0 or len(positives) == 0:
         return np.empty(0, dtype=np.int64)
     ub = bins[unexp]
@@ -453,6 +461,17 @@ def _sinusoid(max_len: int, d_model: int) -> torch.Tensor:
     return pe
 
 
+@contextlib.contextmanager
+def _mha_fastpath(enabled: bool):
+    """PyTorch's fused transformer inference path on or off inside the block (a global switch)."""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
+
+
 class UCEModel(nn.Module):
     """Token table -> Linear+GELU+LayerNorm (x sqrt(d_model)) [+ positions] -> transformer -> CLS head.
 
@@ -498,7 +517,11 @@ class UCEModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         pad = tokens == PAD
-        h = self.transformer(self.tokens_in(tokens), src_key_padding_mask=pad)
+        if self.training:
+            h = self.transformer(self.tokens_in(tokens), src_key_padding_mask=pad)
+        else:  # the fused inference path is slower than the plain one at these sizes on CPU (benchmarks/uce_inference_path.py)
+            with _mha_fastpath(False):
+                h = self.transformer(self.tokens_in(tokens), src_key_padding_mask=pad)
         if self.config.pooling == "mean":
             keep = (~pad).unsqueeze(-1).to(h.dtype)
             pooled = (h * keep).sum(1) / keep.sum(1).clamp_min(1.0)
@@ -656,7 +679,7 @@ def train_uce(
     layer: str = "counts",
     key: str = "X_uce",
     checkpoint: str | os.PathLike | None = None,
-    diagnostics: int = 2000,
+    diagnostics: int | None = None,
     genes: Mapping[str, Sequence[str]] | None = None,
 ) -> UCEResult:
     """Pretrain a UCE-style encoder (masked expression) on ``adatas`` and embed their cells.
@@ -664,9 +687,10 @@ def train_uce(
     ``protein``: species -> protein :class:`GeneEmbeddings` (tokens); ``gene_tables``: species ->
     knowledge gene table (chromosome, start). The best epoch is chosen on the masked-expression
     loss of held-out cells (whose sentences and queries are fixed by their own seeds); training
-    stops when it has not improved for ``config.patience`` epochs. ``diagnostics``: training cells
-    (at most) on which :func:`objective_diagnostics` runs (0: none; a quarter as many cells, for
-    :func:`sentence_stability` with 1 and ``config.embed_sentences`` sentences). Returns the cells of all
+    stops when it has not improved for ``config.patience`` epochs. ``diagnostics`` (default
+    ``config.diagnostic_cells``): training cells (at most) on which :func:`objective_diagnostics`
+    runs (0: none; a quarter as many cells, for :func:`sentence_stability` with 1 and
+    ``config.embed_sentences`` sentences). Returns the cells of all
     species concatenated with the embedding in ``obsm[key]``, and the diagnostics. ``genes``:
     species -> symbols (e.g. the task's HVGs) the vocabulary is restricted to; required when
     ``config.gene_set == "hvg"``, stored with the model as its vocabulary.
@@ -700,6 +724,7 @@ def train_uce(
     out = ad.AnnData(obs=stacked_obs(adatas))
     out.obsm[key] = z.astype(np.float32)
     diag = {"mean_pairwise_cosine": mean_pairwise_cosine(z)}
+    diagnostics = cfg.diagnostic_cells if diagnostics is None else diagnostics
     if diagnostics:
         few = cell_subset(adatas, max(2, int(diagnostics) // 4), seed=cfg.seed)
         diag["sentence_stability"] = {

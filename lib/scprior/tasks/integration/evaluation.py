@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import anndata as ad
 import pandas as pd
@@ -134,29 +135,57 @@ def _part_worker(part: str, obs, runs: Mapping[int, Mapping[str, MethodRun]], th
                 _extras(obs, r, seed=int(s), min_cells=kw["min_cells"])) for s, r in runs.items()}
 
 
+def _call_worker(call: Callable[[], Any], threads: int | None) -> Any:
+    """An ``alongside`` call of :func:`evaluate_seeds_alongside` in a joblib process (thread pools limited)."""
+    from scprior.tasks.integration.methods import fixed_threads
+
+    fixed_threads(threads)
+    return call()
+
+
 def evaluate_seeds(obs: pd.DataFrame, runs: Mapping[int, Mapping[str, MethodRun]], *, n_jobs: int = 1,
                    threads: int | None = 1, **kw) -> tuple[pd.DataFrame, list[pd.DataFrame]]:
     """:func:`evaluate_seed` for every seed (parallel processes if ``n_jobs`` > 1, each limited to
     ``threads`` threads; a serial run uses the caller's thread settings); returns (all records,
     the per-seed scib tables). With donor batch scores and ``n_jobs`` > 1, two processes split
     the work by part rather than by seed (:func:`_part_worker`): the same scores, less compiling."""
+    records, tables, _ = evaluate_seeds_alongside(obs, runs, {}, n_jobs=n_jobs, threads=threads, **kw)
+    return records, tables
+
+
+def evaluate_seeds_alongside(obs: pd.DataFrame, runs: Mapping[int, Mapping[str, MethodRun]],
+                             alongside: Mapping[str, Callable[[], Any]], *, n_jobs: int = 1,
+                             threads: int | None = 1, **kw) -> tuple[pd.DataFrame, list[pd.DataFrame], dict[str, Any]]:
+    """:func:`evaluate_seeds`, and every ``alongside`` call (name -> picklable call without
+    arguments, e.g. a ``functools.partial`` of a UMAP for the figures) in the same processes.
+
+    The two scoring parts take unequal times; in parallel, the calls queue behind them and run on
+    whichever process is free first, so neither CPU idles while the longer part ends. A call's
+    result must not depend on the process it runs in (seeded, single-threaded work). Returns
+    (records, per-seed scib tables, name -> result)."""
     seeds = list(runs)
     numba_env_matches_its_threads()  # and so for umap imported later in this process (the UMAP figures)
     kw = {"min_cells": 5, "donor_batch": True, "kbet": False, **kw}
+    names, calls = list(alongside), list(alongside.values())
     if n_jobs == 1 or len(seeds) == 1:
         out = [evaluate_seed(obs, runs[s], seed=int(s), **kw) for s in seeds]
+        extra = [c() for c in calls]
     elif kw["donor_batch"]:
         from joblib import Parallel, delayed
 
         runs = {int(s): runs[s] for s in seeds}
-        tables, rest = Parallel(n_jobs=2)(delayed(_part_worker)(p, obs, runs, threads, kw) for p in ("scib", "donor"))
+        jobs = [delayed(_part_worker)(p, obs, runs, threads, kw) for p in ("scib", "donor")]
+        done = Parallel(n_jobs=2, batch_size=1)(jobs + [delayed(_call_worker)(c, threads) for c in calls])
+        (tables, rest), extra = done[:2], done[2:]
         out = [(_rows(runs[s], s, tables[s], rest[s][0], rest[s][1]), _seeded(tables[s], s)) for s in runs]
     else:
         from joblib import Parallel, delayed
 
-        out = Parallel(n_jobs=min(n_jobs, len(seeds)))(
-            delayed(_evaluate_seed_worker)(obs, runs[s], int(s), threads, kw) for s in seeds)
-    return pd.concat([r for r, _ in out], ignore_index=True), [t for _, t in out]
+        jobs = [delayed(_evaluate_seed_worker)(obs, runs[s], int(s), threads, kw) for s in seeds]
+        done = Parallel(n_jobs=min(n_jobs, len(seeds)), batch_size=1)(
+            jobs + [delayed(_call_worker)(c, threads) for c in calls])
+        out, extra = done[:len(seeds)], done[len(seeds):]
+    return pd.concat([r for r, _ in out], ignore_index=True), [t for _, t in out], dict(zip(names, extra))
 
 
 def mean_scib_results(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:

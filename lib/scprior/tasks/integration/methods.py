@@ -308,17 +308,19 @@ def run_seeds(task: TaskData, settings: Mapping, *, seeds: Sequence[int], method
               models_dir: str | os.PathLike | None = None, n_jobs: int = 1,
               threads: int | None = 1, ablation_seeds: int | None = None) -> dict[int, dict[str, MethodRun]]:
     """:func:`run_methods` for every seed; ``n_jobs`` > 1 runs seeds in parallel processes (joblib),
-    each with ``threads`` torch/BLAS threads. Results do not depend on ``n_jobs``.
+    each with ``threads`` torch/BLAS threads. A rerun with the same ``n_jobs`` repeats the
+    embeddings exactly; another job layout can move them by float32 rounding (~1e-6).
     ``ablation_seeds``: the :data:`ABLATIONS` run on the first N seeds only (:func:`seed_methods`),
-    in parallel runs as jobs of their own (``n_jobs`` = seeds + N keeps every process busy)."""
+    in parallel as jobs of their own."""
     seeds = [int(s) for s in seeds]
     plan = seed_methods(seeds, methods, ablation_seeds=ablation_seeds)
     if n_jobs == 1 or len(seeds) == 1:
         return {s: _run_seed(task, settings, s, plan[s], models_dir, threads) for s in seeds}
     from joblib import Parallel, delayed
 
-    # a seed's ablations are a job of their own when only some seeds run them, so that no core
-    # waits while the seeds with ablations finish (each model reseeds: same numbers either way)
+    # a seed's ablations are a job of their own when only some seeds run them (each model reseeds:
+    # the same numbers up to float32 rounding). With more jobs than CPUs this does not shorten the
+    # wall time, which the total work sets.
     jobs = [(s, [m for m in plan[s] if m in ABLATIONS]) for s in seeds
             if len(set(plan[s]) & set(ABLATIONS)) and any(set(plan[t]) != set(plan[s]) for t in seeds)]
     split = {s for s, _ in jobs}
