@@ -159,10 +159,11 @@ def evaluate_seeds_alongside(obs: pd.DataFrame, runs: Mapping[int, Mapping[str, 
     """:func:`evaluate_seeds`, and every ``alongside`` call (name -> picklable call without
     arguments, e.g. a ``functools.partial`` of a UMAP for the figures) in the same processes.
 
-    The two scoring parts take unequal times; in parallel, the calls queue behind them and run on
-    whichever process is free first, so neither CPU idles while the longer part ends. A call's
-    result must not depend on the process it runs in (seeded, single-threaded work). Returns
-    (records, per-seed scib tables, name -> result)."""
+    The two scoring parts take unequal times (``benchmarks/scoring_balance.py``); in parallel, the
+    calls queue behind them and run on whichever process is free first. Each call is one job, and a
+    process compiles what a call needs on its first such call (numba for UMAP), so one call for all
+    UMAPs compiles once instead of in both processes. A call's result must not depend on the process
+    it runs in (seeded, single-threaded work). Returns (records, per-seed scib tables, name -> result)."""
     seeds = list(runs)
     numba_env_matches_its_threads()  # and so for umap imported later in this process (the UMAP figures)
     kw = {"min_cells": 5, "donor_batch": True, "kbet": False, **kw}
