@@ -490,10 +490,18 @@ def test_inference_takes_the_plain_transformer_path_with_the_same_result(setup):
     model = UCEModel(build_vocabulary(protein, tables).tokens, UCEConfig(**TINY)).eval()
     tokens = torch.randint(3, model.token_table.shape[0], (6, 20))
     tokens[:3, 15:] = PAD
+    seen = []  # the switch as the transformer sees it, per call
+    hook = model.transformer.register_forward_pre_hook(lambda *_: seen.append(torch.backends.mha.get_fastpath_enabled()))
     assert torch.backends.mha.get_fastpath_enabled()
     with torch.no_grad():
         plain = model(tokens)
         assert torch.backends.mha.get_fastpath_enabled()
+        model.train()
+        model(tokens)
+        model.eval()
+    hook.remove()
+    assert seen == [False, True]  # off for inference only, and restored after it
+    with torch.no_grad():
         x = model.tokens_in(tokens)
         with _mha_fastpath(True):
             fused = model.transformer(x, src_key_padding_mask=tokens == PAD)
